@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {ITradeLedger} from "./interfaces/ITradeLedger.sol";
+import {ParticipantRegistry} from "./mixins/ParticipantRegistry.sol";
+import {Roles} from "./libraries/Roles.sol";
+import {CancelTrade, SignedTrade, Trade, TradeStructs} from "./libraries/TradeStructs.sol";
+
+/// @title TradeLedger
+/// @notice GridLedger's trade ledger: the participant registry and every bilateral energy trade,
+///         signed by both counterparties and recorded by the service's relayer (recorder role).
+/// @dev Only the status, delivery start and a digest of the parties are stored per trade (one
+///      storage slot); the terms live in the `TradeRecorded` event.
+contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
+    /// @dev One slot: 8 + 64 + 184 bits.
+    struct TradeRecord {
+        TradeStatus status;
+        uint64 deliveryStart;
+        bytes23 partiesDigest;
+    }
+
+    uint64 private constant INTERVAL_SECONDS = 900;
+
+    TradeLimits private _limits;
+    mapping(bytes32 tradeId => TradeRecord) private _trades;
+
+    constructor(address admin, TradeLimits memory limits) EIP712("GridLedger", "1") {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _setTradeLimits(limits);
+    }
+
+    /// @inheritdoc ITradeLedger
+    function recordTrade(SignedTrade calldata signedTrade)
+        external
+        onlyRole(Roles.RECORDER)
+        whenNotPaused
+        returns (bytes32 tradeId)
+    {
+        bytes memory failure;
+        (tradeId, failure) = _tryRecord(signedTrade, _limits);
+        if (failure.length != 0) _revertWith(failure);
+    }
+
+    /// @inheritdoc ITradeLedger
+    function recordTrades(SignedTrade[] calldata signedTrades)
+        external
+        onlyRole(Roles.RECORDER)
+        whenNotPaused
+        returns (uint256 recorded)
+    {
+        if (signedTrades.length == 0) revert TradeLedgerEmptyBatch();
+        TradeLimits memory limits = _limits;
+        for (uint256 i = 0; i < signedTrades.length; ++i) {
+            (bytes32 tradeId, bytes memory failure) = _tryRecord(signedTrades[i], limits);
+            if (failure.length == 0) {
+                ++recorded;
+            } else {
+                emit TradeRejected(tradeId, failure);
+            }
+        }
+    }
+
+    /// @inheritdoc ITradeLedger
+    function cancelTrade(
+        bytes32 tradeId,
+        address seller,
+        address buyer,
+        uint64 deadline,
+        bytes calldata sellerSignature,
+        bytes calldata buyerSignature
+    ) external onlyRole(Roles.RECORDER) whenNotPaused {
+        if (deadline < block.timestamp) revert TradeLedgerSignatureExpired(tradeId, deadline);
+        bytes memory failure = _checkReplaceable(tradeId, seller, buyer, _limits.gateClosureSeconds);
+        if (failure.length != 0) _revertWith(failure);
+        bytes32 digest = _hashTypedDataV4(TradeStructs.hash(CancelTrade(tradeId, deadline)));
+        if (!_signedBy(digest, sellerSignature, seller)) revert TradeLedgerInvalidSignature(tradeId, seller);
+        if (!_signedBy(digest, buyerSignature, buyer)) revert TradeLedgerInvalidSignature(tradeId, buyer);
+        _trades[tradeId].status = TradeStatus.Cancelled;
+        emit TradeCancelled(tradeId, bytes32(0));
+    }
+
+    /// @inheritdoc ITradeLedger
+    function setTradeLimits(TradeLimits calldata limits) external onlyRole(Roles.OPERATOR) {
+        _setTradeLimits(limits);
+    }
+
+    function pause() external onlyRole(Roles.PAUSER) {
+        _pause();
+    }
+
+    function unpause() external onlyRole(Roles.PAUSER) {
+        _unpause();
+    }
+
+    /// @inheritdoc ITradeLedger
+    function tradeLimits() external view returns (TradeLimits memory) {
+        return _limits;
+    }
+
+    /// @inheritdoc ITradeLedger
+    function tradeStatus(bytes32 tradeId) external view returns (TradeStatus) {
+        return _trades[tradeId].status;
+    }
+
+    /// @inheritdoc ITradeLedger
+    function hashTrade(Trade calldata trade) external view returns (bytes32) {
+        return _hashTypedDataV4(TradeStructs.hash(trade));
+    }
+
+    /// @inheritdoc ITradeLedger
+    function hashCancelTrade(bytes32 tradeId, uint64 deadline) external view returns (bytes32) {
+        return _hashTypedDataV4(TradeStructs.hash(CancelTrade(tradeId, deadline)));
+    }
+
+    /// @dev Records the trade if it passes every check; otherwise returns the encoded custom
+    ///      error and changes nothing. Shared by the single and the batch entry point so both
+    ///      apply the same checks in the same order.
+    function _tryRecord(SignedTrade calldata signedTrade, TradeLimits memory limits)
+        private
+        returns (bytes32 tradeId, bytes memory failure)
+    {
+        Trade calldata trade = signedTrade.trade;
+        tradeId = _hashTypedDataV4(TradeStructs.hash(trade));
+        failure = _check(tradeId, signedTrade, limits);
+        if (failure.length != 0) return (tradeId, failure);
+
+        _trades[tradeId] =
+            TradeRecord(TradeStatus.Recorded, trade.deliveryStart, _partiesDigest(trade.seller, trade.buyer));
+        emit TradeRecorded(
+            tradeId,
+            trade.seller,
+            trade.buyer,
+            trade.deliveryStart,
+            trade.deliveryEnd,
+            trade.energyPerIntervalWh,
+            trade.priceMinorPerMWh,
+            trade.nonce,
+            trade.deadline,
+            trade.replaces
+        );
+        if (trade.replaces != bytes32(0)) {
+            _trades[trade.replaces].status = TradeStatus.Amended;
+            emit TradeCancelled(trade.replaces, tradeId);
+        }
+    }
+
+    /// @dev The checks, in the order documented in ITradeLedger. Returns the first failure.
+    function _check(bytes32 tradeId, SignedTrade calldata signedTrade, TradeLimits memory limits)
+        private
+        view
+        returns (bytes memory)
+    {
+        Trade calldata t = signedTrade.trade;
+        if (t.deadline < block.timestamp) {
+            return abi.encodeWithSelector(TradeLedgerSignatureExpired.selector, tradeId, t.deadline);
+        }
+        if (t.seller == t.buyer) return abi.encodeWithSelector(TradeLedgerSelfTrade.selector, tradeId, t.seller);
+        if (t.deliveryStart % INTERVAL_SECONDS != 0 || t.deliveryEnd % INTERVAL_SECONDS != 0) {
+            return abi.encodeWithSelector(TradeLedgerMisalignedInterval.selector, tradeId, t.deliveryStart, t.deliveryEnd);
+        }
+        if (t.deliveryEnd <= t.deliveryStart) {
+            return abi.encodeWithSelector(TradeLedgerEmptyDeliveryWindow.selector, tradeId, t.deliveryStart, t.deliveryEnd);
+        }
+        if (_gateClosed(t.deliveryStart, limits.gateClosureSeconds)) {
+            return abi.encodeWithSelector(TradeLedgerGateClosed.selector, tradeId, t.deliveryStart, _gateClosedAt(t.deliveryStart, limits.gateClosureSeconds));
+        }
+        if (t.deliveryEnd > block.timestamp + limits.horizonSeconds) {
+            return abi.encodeWithSelector(TradeLedgerBeyondHorizon.selector, tradeId, t.deliveryEnd, uint64(block.timestamp + limits.horizonSeconds));
+        }
+        if (t.energyPerIntervalWh == 0 || t.energyPerIntervalWh > limits.maxEnergyPerIntervalWh) {
+            return abi.encodeWithSelector(TradeLedgerEnergyOutOfBounds.selector, tradeId, t.energyPerIntervalWh, limits.maxEnergyPerIntervalWh);
+        }
+        if (t.priceMinorPerMWh == 0 || t.priceMinorPerMWh > limits.maxPriceMinorPerMWh) {
+            return abi.encodeWithSelector(TradeLedgerPriceOutOfBounds.selector, tradeId, t.priceMinorPerMWh, limits.maxPriceMinorPerMWh);
+        }
+        if (_trades[tradeId].status != TradeStatus.None) return abi.encodeWithSelector(TradeLedgerDuplicateTrade.selector, tradeId);
+        if (!_signedBy(tradeId, signedTrade.sellerSignature, t.seller)) {
+            return abi.encodeWithSelector(TradeLedgerInvalidSignature.selector, tradeId, t.seller);
+        }
+        if (!_signedBy(tradeId, signedTrade.buyerSignature, t.buyer)) {
+            return abi.encodeWithSelector(TradeLedgerInvalidSignature.selector, tradeId, t.buyer);
+        }
+        bytes memory failure = _checkActive(tradeId, t.seller);
+        if (failure.length != 0) return failure;
+        failure = _checkActive(tradeId, t.buyer);
+        if (failure.length != 0) return failure;
+        if (t.replaces != bytes32(0)) {
+            return _checkReplaceable(t.replaces, t.seller, t.buyer, limits.gateClosureSeconds);
+        }
+        return "";
+    }
+
+    function _checkActive(bytes32 tradeId, address account) private view returns (bytes memory) {
+        ParticipantStatus status = _participantStatus(account);
+        if (status == ParticipantStatus.Active) return "";
+        if (status == ParticipantStatus.None) return abi.encodeWithSelector(TradeLedgerParticipantUnknown.selector, tradeId, account);
+        return abi.encodeWithSelector(TradeLedgerParticipantSuspended.selector, tradeId, account);
+    }
+
+    /// @dev A recorded trade may be cancelled or amended by the same two parties until its gate closes.
+    function _checkReplaceable(bytes32 tradeId, address seller, address buyer, uint64 gateClosureSeconds)
+        private
+        view
+        returns (bytes memory)
+    {
+        TradeRecord storage record = _trades[tradeId];
+        if (record.status != TradeStatus.Recorded) {
+            return abi.encodeWithSelector(TradeLedgerTradeNotActive.selector, tradeId, record.status);
+        }
+        if (record.partiesDigest != _partiesDigest(seller, buyer)) {
+            return abi.encodeWithSelector(TradeLedgerPartiesMismatch.selector, tradeId, seller, buyer);
+        }
+        uint64 deliveryStart = record.deliveryStart;
+        if (_gateClosed(deliveryStart, gateClosureSeconds)) {
+            return abi.encodeWithSelector(TradeLedgerGateClosed.selector, tradeId, deliveryStart, _gateClosedAt(deliveryStart, gateClosureSeconds));
+        }
+        return "";
+    }
+
+    function _setTradeLimits(TradeLimits memory limits) private {
+        if (limits.horizonSeconds == 0 || limits.maxEnergyPerIntervalWh == 0 || limits.maxPriceMinorPerMWh == 0) {
+            revert TradeLedgerInvalidLimits();
+        }
+        _limits = limits;
+        emit TradeLimitsUpdated(limits);
+    }
+
+    function _gateClosed(uint64 deliveryStart, uint64 gateClosureSeconds) private view returns (bool) {
+        return block.timestamp + gateClosureSeconds > deliveryStart;
+    }
+
+    function _gateClosedAt(uint64 deliveryStart, uint64 gateClosureSeconds) private pure returns (uint64) {
+        return deliveryStart > gateClosureSeconds ? deliveryStart - gateClosureSeconds : 0;
+    }
+
+    /// @dev OpenZeppelin ECDSA: rejects malleable (high-s) signatures and the zero-address recovery.
+    function _signedBy(bytes32 digest, bytes calldata signature, address signer) private pure returns (bool) {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
+        return err == ECDSA.RecoverError.NoError && recovered == signer;
+    }
+
+    function _partiesDigest(address seller, address buyer) private pure returns (bytes23) {
+        return bytes23(keccak256(abi.encode(seller, buyer)));
+    }
+
+    function _revertWith(bytes memory failure) private pure {
+        assembly ("memory-safe") {
+            revert(add(failure, 0x20), mload(failure))
+        }
+    }
+}

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+/// @notice An energy trade as both counterparties sign it (EIP-712 primary type `Trade`).
+/// @dev Delivery is `energyPerIntervalWh` in every 900 s interval of `[deliveryStart, deliveryEnd)`
+///      (UTC Unix seconds). `nonce` only makes otherwise identical trades distinct; `deadline`
+///      is when the signatures expire; `replaces` is the id of the trade this one amends, or zero.
+struct Trade {
+    address seller;
+    address buyer;
+    uint64 deliveryStart;
+    uint64 deliveryEnd;
+    uint64 energyPerIntervalWh;
+    uint64 priceMinorPerMWh;
+    uint256 nonce;
+    uint64 deadline;
+    bytes32 replaces;
+}
+
+/// @notice A trade with the 65-byte signatures of both counterparties over its EIP-712 digest.
+struct SignedTrade {
+    Trade trade;
+    bytes sellerSignature;
+    bytes buyerSignature;
+}
+
+/// @notice Both counterparties' agreement to cancel a recorded trade (EIP-712 type `CancelTrade`).
+struct CancelTrade {
+    bytes32 tradeId;
+    uint64 deadline;
+}
+
+/// @title TradeStructs
+/// @notice The EIP-712 type hashes of the signed structs. `ledger/signing/eip712.py` mirrors the
+///         type strings; a test proves both sides compute the same digest.
+library TradeStructs {
+    bytes32 internal constant TRADE_TYPEHASH = keccak256(
+        "Trade(address seller,address buyer,uint64 deliveryStart,uint64 deliveryEnd,"
+        "uint64 energyPerIntervalWh,uint64 priceMinorPerMWh,uint256 nonce,uint64 deadline,bytes32 replaces)"
+    );
+
+    bytes32 internal constant CANCEL_TRADE_TYPEHASH = keccak256("CancelTrade(bytes32 tradeId,uint64 deadline)");
+
+    function hash(Trade calldata trade) internal pure returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                TRADE_TYPEHASH,
+                trade.seller,
+                trade.buyer,
+                trade.deliveryStart,
+                trade.deliveryEnd,
+                trade.energyPerIntervalWh,
+                trade.priceMinorPerMWh,
+                trade.nonce,
+                trade.deadline,
+                trade.replaces
+            )
+        );
+    }
+
+    function hash(CancelTrade memory cancel) internal pure returns (bytes32) {
+        return keccak256(abi.encode(CANCEL_TRADE_TYPEHASH, cancel.tradeId, cancel.deadline));
+    }
+}
