@@ -8,7 +8,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ITradeLedger} from "./interfaces/ITradeLedger.sol";
 import {ParticipantRegistry} from "./mixins/ParticipantRegistry.sol";
 import {Roles} from "./libraries/Roles.sol";
-import {CancelTrade, SignedTrade, Trade, TradeStructs} from "./libraries/TradeStructs.sol";
+import {CancelTrade, CompactSignature, SignedTrade, Trade, TradeStructs} from "./libraries/TradeStructs.sol";
 
 /// @title TradeLedger
 /// @notice GridLedger's trade ledger: the participant registry and every bilateral energy trade,
@@ -70,8 +70,8 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
         address seller,
         address buyer,
         uint64 deadline,
-        bytes calldata sellerSignature,
-        bytes calldata buyerSignature
+        CompactSignature calldata sellerSignature,
+        CompactSignature calldata buyerSignature
     ) external onlyRole(Roles.RECORDER) whenNotPaused {
         if (deadline < block.timestamp) revert TradeLedgerSignatureExpired(tradeId, deadline);
         bytes memory failure = _checkReplaceable(tradeId, seller, buyer, _limits.gateClosureSeconds);
@@ -152,7 +152,7 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     function _check(bytes32 tradeId, SignedTrade calldata signedTrade, TradeLimits memory limits)
         private
         view
-        returns (bytes memory)
+        returns (bytes memory failure)
     {
         Trade calldata t = signedTrade.trade;
         if (t.deadline < block.timestamp) {
@@ -178,25 +178,23 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
             return abi.encodeWithSelector(TradeLedgerPriceOutOfBounds.selector, tradeId, t.priceMinorPerMWh, limits.maxPriceMinorPerMWh);
         }
         if (_trades[tradeId].status != TradeStatus.None) return abi.encodeWithSelector(TradeLedgerDuplicateTrade.selector, tradeId);
-        if (!_signedBy(tradeId, signedTrade.sellerSignature, t.seller)) {
+        if (!_signedBy(tradeId, signedTrade.seller, t.seller)) {
             return abi.encodeWithSelector(TradeLedgerInvalidSignature.selector, tradeId, t.seller);
         }
-        if (!_signedBy(tradeId, signedTrade.buyerSignature, t.buyer)) {
+        if (!_signedBy(tradeId, signedTrade.buyer, t.buyer)) {
             return abi.encodeWithSelector(TradeLedgerInvalidSignature.selector, tradeId, t.buyer);
         }
-        bytes memory failure = _checkActive(tradeId, t.seller);
+        failure = _checkActive(tradeId, t.seller);
         if (failure.length != 0) return failure;
         failure = _checkActive(tradeId, t.buyer);
-        if (failure.length != 0) return failure;
-        if (t.replaces != bytes32(0)) {
-            return _checkReplaceable(t.replaces, t.seller, t.buyer, limits.gateClosureSeconds);
-        }
-        return "";
+        if (failure.length != 0 || t.replaces == bytes32(0)) return failure;
+        return _checkReplaceable(t.replaces, t.seller, t.buyer, limits.gateClosureSeconds);
     }
 
-    function _checkActive(bytes32 tradeId, address account) private view returns (bytes memory) {
+    /// @dev Returns an empty `failure` (the zero slot, no allocation) when the check passes.
+    function _checkActive(bytes32 tradeId, address account) private view returns (bytes memory failure) {
         ParticipantStatus status = _participantStatus(account);
-        if (status == ParticipantStatus.Active) return "";
+        if (status == ParticipantStatus.Active) return failure;
         if (status == ParticipantStatus.None) return abi.encodeWithSelector(TradeLedgerParticipantUnknown.selector, tradeId, account);
         return abi.encodeWithSelector(TradeLedgerParticipantSuspended.selector, tradeId, account);
     }
@@ -205,7 +203,7 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     function _checkReplaceable(bytes32 tradeId, address seller, address buyer, uint64 gateClosureSeconds)
         private
         view
-        returns (bytes memory)
+        returns (bytes memory failure)
     {
         TradeRecord storage record = _trades[tradeId];
         if (record.status != TradeStatus.Recorded) {
@@ -218,7 +216,6 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
         if (_gateClosed(deliveryStart, gateClosureSeconds)) {
             return abi.encodeWithSelector(TradeLedgerGateClosed.selector, tradeId, deliveryStart, _gateClosedAt(deliveryStart, gateClosureSeconds));
         }
-        return "";
     }
 
     function _setTradeLimits(TradeLimits memory limits) private {
@@ -238,8 +235,12 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     }
 
     /// @dev OpenZeppelin ECDSA: rejects malleable (high-s) signatures and the zero-address recovery.
-    function _signedBy(bytes32 digest, bytes calldata signature, address signer) private pure returns (bool) {
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
+    function _signedBy(bytes32 digest, CompactSignature calldata signature, address signer)
+        private
+        pure
+        returns (bool)
+    {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature.r, signature.vs);
         return err == ECDSA.RecoverError.NoError && recovered == signer;
     }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-import {SignedTrade, Trade} from "../libraries/TradeStructs.sol";
+import {CompactSignature, SignedTrade, Trade} from "../libraries/TradeStructs.sol";
 
 /// @title ITradeLedger
 /// @notice Records energy trades signed by both counterparties, and their cancellation or amendment.
@@ -84,8 +84,8 @@ interface ITradeLedger {
         address seller,
         address buyer,
         uint64 deadline,
-        bytes calldata sellerSignature,
-        bytes calldata buyerSignature
+        CompactSignature calldata sellerSignature,
+        CompactSignature calldata buyerSignature
     ) external;
 
     function setTradeLimits(TradeLimits calldata limits) external;

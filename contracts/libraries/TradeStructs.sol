@@ -17,11 +17,18 @@ struct Trade {
     bytes32 replaces;
 }
 
-/// @notice A trade with the 65-byte signatures of both counterparties over its EIP-712 digest.
+/// @notice A signature in the compact EIP-2098 form `(r, yParityAndS)`: 64 bytes of calldata
+///         instead of 65 padded to 96 plus a length word.
+struct CompactSignature {
+    bytes32 r;
+    bytes32 vs;
+}
+
+/// @notice A trade with both counterparties' signatures over its EIP-712 digest.
 struct SignedTrade {
     Trade trade;
-    bytes sellerSignature;
-    bytes buyerSignature;
+    CompactSignature seller;
+    CompactSignature buyer;
 }
 
 /// @notice Both counterparties' agreement to cancel a recorded trade (EIP-712 type `CancelTrade`).

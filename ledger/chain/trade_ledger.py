@@ -1,0 +1,202 @@
+"""The TradeLedger contract, wrapped: one Python method per contract call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi import decode
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+
+from ledger import errors
+from ledger.chain.abi import abi_type
+from ledger.chain.contract_errors import ErrorDecoder
+from ledger.chain.rpc import RpcCallError
+from ledger.chain.transactions import Receipt, SignedTransaction, TransactionSender
+from ledger.domain.trade import (
+    ParticipantKind,
+    ParticipantStatus,
+    SignedTrade,
+    Trade,
+    TradeLimits,
+    TradeStatus,
+    compact,
+)
+from ledger.signing.eip712 import Domain
+
+ROLES = {
+    "admin": b"\x00" * 32,
+    "operator": keccak(text="OPERATOR_ROLE"),
+    "recorder": keccak(text="RECORDER_ROLE"),
+    "meter_oracle": keccak(text="METER_ORACLE_ROLE"),
+    "settler": keccak(text="SETTLER_ROLE"),
+    "pauser": keccak(text="PAUSER_ROLE"),
+}
+
+TRADE_RECORDED_TOPIC = (
+    "0x"
+    + keccak(text="TradeRecorded(bytes32,address,address,uint64,uint64,uint64,uint64,uint256,uint64,bytes32)").hex()
+)
+TRADE_REJECTED_TOPIC = "0x" + keccak(text="TradeRejected(bytes32,bytes)").hex()
+
+
+@dataclass(frozen=True)
+class Participant:
+    address: str
+    kind: ParticipantKind
+    status: ParticipantStatus
+    registered_at: int
+    identifier_hash: str
+
+
+@dataclass
+class BatchOutcome:
+    """What one `recordTrades` transaction did to each trade it carried."""
+
+    receipt: Receipt
+    recorded: dict[str, int] = field(default_factory=dict)  # trade id -> log index
+    rejected: dict[str, errors.LedgerError] = field(default_factory=dict)
+
+
+class TradeLedgerContract:
+    def __init__(self, sender: TransactionSender, address: str, abi: list[dict[str, Any]]) -> None:
+        self.sender = sender
+        self.address = to_checksum_address(address)
+        self._contract = Web3().eth.contract(address=self.address, abi=abi)
+        self.errors = ErrorDecoder(abi)
+
+    @property
+    def domain(self) -> Domain:
+        return Domain(self.sender.chain_id, self.address)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def register_participant(self, account: str, kind: ParticipantKind, identifier_hash: bytes) -> Receipt:
+        return self._transact("registerParticipant", [account, kind.index, identifier_hash])
+
+    def suspend_participant(self, account: str) -> Receipt:
+        return self._transact("suspendParticipant", [account])
+
+    def reinstate_participant(self, account: str) -> Receipt:
+        return self._transact("reinstateParticipant", [account])
+
+    def set_trade_limits(self, limits: TradeLimits) -> Receipt:
+        return self._transact("setTradeLimits", [limits.as_tuple()])
+
+    def grant_role(self, role: str, account: str) -> Receipt:
+        return self._transact("grantRole", [ROLES[role], account])
+
+    def pause(self) -> Receipt:
+        return self._transact("pause", [])
+
+    def unpause(self) -> Receipt:
+        return self._transact("unpause", [])
+
+    def record_trade(self, signed: SignedTrade) -> Receipt:
+        """Records one trade or raises the typed reason the contract refused it."""
+        return self._transact("recordTrade", [signed.as_tuple()])
+
+    def cancel_trade(
+        self, trade: Trade, trade_id: str, deadline: int, seller_signature: bytes, buyer_signature: bytes
+    ) -> Receipt:
+        return self._transact(
+            "cancelTrade",
+            [
+                bytes.fromhex(trade_id[2:]),
+                trade.seller,
+                trade.buyer,
+                deadline,
+                compact(seller_signature),
+                compact(buyer_signature),
+            ],
+        )
+
+    def sign_record_trades(self, batch: list[SignedTrade], gas: int | None = None) -> SignedTransaction:
+        """A signed `recordTrades` transaction, not yet sent: the relayer stores its hash first."""
+        data = self._encode("recordTrades", [[s.as_tuple() for s in batch]])
+        if gas is None:
+            gas = self.sender.estimate_gas(self.address, data, self.errors.decode)
+        return self.sender.sign(self.address, data, gas)
+
+    def batch_outcome(self, receipt: Receipt) -> BatchOutcome:
+        """Which trades a mined `recordTrades` transaction recorded, and why it rejected the rest."""
+        outcome = BatchOutcome(receipt)
+        me = self.address.lower()
+        for log in receipt.logs:
+            if log["address"].lower() != me:
+                continue
+            topic0, trade_id = log["topics"][0], log["topics"][1]
+            if topic0 == TRADE_RECORDED_TOPIC:
+                outcome.recorded[trade_id] = int(log["logIndex"], 16)
+            elif topic0 == TRADE_REJECTED_TOPIC:
+                reason = _decode_bytes(log["data"])
+                outcome.rejected[trade_id] = self.errors.decode(reason)
+        return outcome
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def trade_status(self, trade_id: str) -> TradeStatus:
+        return TradeStatus.from_index(self._call("tradeStatus", [bytes.fromhex(trade_id[2:])]))
+
+    def participant(self, account: str) -> Participant:
+        kind, status, registered_at, identifier_hash = self._call("participant", [account])
+        return Participant(
+            to_checksum_address(account),
+            ParticipantKind.from_index(kind),
+            ParticipantStatus.from_index(status),
+            registered_at,
+            "0x" + identifier_hash.hex(),
+        )
+
+    def trade_limits(self) -> TradeLimits:
+        return TradeLimits(*self._call("tradeLimits", []))
+
+    def hash_trade(self, trade: Trade) -> str:
+        return "0x" + self._call("hashTrade", [trade.as_tuple()]).hex()
+
+    def hash_cancel_trade(self, trade_id: str, deadline: int) -> str:
+        return "0x" + self._call("hashCancelTrade", [bytes.fromhex(trade_id[2:]), deadline]).hex()
+
+    def has_role(self, role: str, account: str) -> bool:
+        return bool(self._call("hasRole", [ROLES[role], account]))
+
+    def paused(self) -> bool:
+        return bool(self._call("paused", []))
+
+    def recorded_log(self, trade_id: str, from_block: int) -> dict[str, Any] | None:
+        """The `TradeRecorded` log of a trade, found through its indexed id."""
+        logs = self.sender.rpc.call(
+            "eth_getLogs",
+            {
+                "address": self.address,
+                "fromBlock": hex(from_block),
+                "toBlock": "latest",
+                "topics": [TRADE_RECORDED_TOPIC, trade_id],
+            },
+        )
+        return logs[0] if logs else None
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _encode(self, fn: str, args: list[Any]) -> str:
+        return str(self._contract.encode_abi(fn, args))
+
+    def _transact(self, fn: str, args: list[Any]) -> Receipt:
+        return self.sender.transact(self.address, self._encode(fn, args), self.errors.decode)
+
+    def _call(self, fn: str, args: list[Any]) -> Any:
+        data = self._encode(fn, args)
+        try:
+            raw = self.sender.rpc.call("eth_call", {"to": self.address, "data": data}, "latest")
+        except RpcCallError as exc:
+            data_bytes = exc.error.revert_data
+            raise (self.errors.decode(data_bytes) if data_bytes else exc) from exc
+        outputs = self._contract.get_function_by_name(fn).abi["outputs"]
+        values = decode([abi_type(o) for o in outputs], bytes.fromhex(raw[2:]))
+        return values[0] if len(values) == 1 else values
+
+
+def _decode_bytes(data_hex: str) -> bytes:
+    (value,) = decode(["bytes"], bytes.fromhex(data_hex[2:]))
+    return bytes(value)

@@ -1,0 +1,95 @@
+"""Engines, sessions and schema migrations for the ledger database (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.orm import Session, sessionmaker
+
+# How long a SQLite connection waits for another connection's write lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+_MIGRATIONS = "ledger.store:migrations"
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine configured for the ledger: see `_configure_sqlite` for SQLite."""
+    url = make_url(url)
+    if url.get_backend_name() == "sqlite":
+        _create_parent_folder(url)
+        engine = create_engine(url)
+        _configure_sqlite(engine)
+        return engine
+    # A pooled connection may have been closed by the server or a proxy while idle.
+    return create_engine(url, pool_pre_ping=True)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: objects returned by a committed unit of work (an outbox row, a
+    # page of trades) stay readable after their session ends.
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def migrate(target: str | URL | Engine) -> None:
+    """`alembic upgrade head` with the migrations shipped inside this package."""
+    engine = target if isinstance(target, Engine) else make_engine(target)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration revision the database is at; None before the first migration."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _alembic_config(connection: Connection) -> Config:
+    # No alembic.ini: the script location is a package resource, so migrations work from an
+    # installed wheel as well as from the source tree.
+    config = Config()
+    config.set_main_option("script_location", _MIGRATIONS)
+    config.attributes["connection"] = connection
+    return config
+
+
+def _create_parent_folder(url: URL) -> None:
+    database = url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, a busy timeout, and transactions that SQLAlchemy (not sqlite3) begins.
+
+    Python's sqlite3 module delays BEGIN until the first write, so SELECTs and SAVEPOINTs run
+    outside the transaction (SQLAlchemy docs, "Transactions with SQLite and the sqlite3 driver").
+    We emit BEGIN ourselves, and make it IMMEDIATE: a transaction that reads and then writes (the
+    outbox claim, the indexer's checkpoint) would otherwise fail with SQLITE_BUSY at once, without
+    waiting, when another connection committed in between. The cost is that SQLite transactions
+    run one at a time; PostgreSQL is the database for concurrent production use.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 must not emit BEGIN itself
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,176 @@
+"""The relayer's durable outbox of signed trades.
+
+A submission moves   accepted -> pending -> recorded | rejected,   and back from pending to
+accepted when its transaction is lost (`requeue`). Marking a row recorded or rejected again is a
+no-op, because the chain may be observed twice (a receipt, then the indexer); anything else out
+of order is a ConflictError. Functions never commit: the caller's unit of work does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import ColumnElement, InstrumentedAttribute, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ledger.errors import ConflictError, NotFoundError
+from ledger.store.models import Submission, SubmissionStatus, hash32
+
+ACCEPTED = SubmissionStatus.ACCEPTED
+PENDING = SubmissionStatus.PENDING
+RECORDED = SubmissionStatus.RECORDED
+REJECTED = SubmissionStatus.REJECTED
+
+
+def add_submission(session: Session, trade_id: str, payload: Mapping[str, Any]) -> tuple[Submission, bool]:
+    """Accept a signed trade once: (the new row, True), or (the row already there, False)."""
+    trade_id = hash32(trade_id, field="trade_id")
+    existing = get_submission_by_trade(session, trade_id)
+    if existing is not None:
+        return existing, False
+    submission = Submission(id=str(uuid4()), trade_id=trade_id, payload=dict(payload), status=ACCEPTED)
+    try:
+        # A concurrent transaction may insert the same trade between our SELECT and INSERT; the
+        # unique constraint decides, and the SAVEPOINT keeps the caller's transaction usable.
+        with session.begin_nested():
+            session.add(submission)
+    except IntegrityError:
+        winner = get_submission_by_trade(session, trade_id)
+        if winner is None:  # the violation was not the trade_id; do not hide it
+            raise
+        return winner, False
+    return submission, True
+
+
+def get_submission(session: Session, submission_id: str) -> Submission | None:
+    return session.get(Submission, submission_id)
+
+
+def get_submission_by_trade(session: Session, trade_id: str) -> Submission | None:
+    statement = select(Submission).where(Submission.trade_id == hash32(trade_id, field="trade_id"))
+    return session.scalars(statement).one_or_none()
+
+
+def claim_accepted(session: Session, limit: int) -> list[Submission]:
+    """Up to `limit` accepted submissions, oldest first, locked until the caller's transaction ends.
+
+    On PostgreSQL, rows another relayer holds are skipped (FOR UPDATE SKIP LOCKED), so relayers
+    never send the same trade twice. SQLite transactions take the write lock when they begin
+    (see db.py), which serialises claims the same way.
+    """
+    statement = (
+        select(Submission)
+        .where(Submission.status == ACCEPTED)
+        .order_by(Submission.created_at, Submission.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=True)
+    return list(session.scalars(statement))
+
+
+def list_pending(session: Session) -> list[Submission]:
+    """Submissions sent in a transaction not yet known to be mined: check them by tx hash."""
+    statement = select(Submission).where(Submission.status == PENDING).order_by(Submission.created_at, Submission.id)
+    return list(session.scalars(statement))
+
+
+def mark_pending(session: Session, ids: Collection[str], tx_hash: str) -> None:
+    """The submissions `ids` were sent in the transaction `tx_hash`."""
+    _transition(
+        session,
+        Submission.id,
+        ids,
+        to=PENDING,
+        allowed_from={ACCEPTED},
+        values={"transaction_hash": hash32(tx_hash, field="tx_hash")},
+    )
+
+
+def mark_recorded(session: Session, trade_ids: Collection[str], tx_hash: str, block_number: int) -> None:
+    """The trades `trade_ids` were recorded on chain by `tx_hash` in `block_number`."""
+    _transition(
+        session,
+        Submission.trade_id,
+        [hash32(trade_id, field="trade_ids") for trade_id in trade_ids],
+        to=RECORDED,
+        allowed_from={ACCEPTED, PENDING, RECORDED},
+        values={
+            "transaction_hash": hash32(tx_hash, field="tx_hash"),
+            "block_number": block_number,
+            "error_code": None,
+            "error_detail": None,
+        },
+    )
+
+
+def mark_rejected(
+    session: Session,
+    trade_id: str,
+    code: str,
+    detail: str | None,
+    tx_hash: str | None = None,
+    block_number: int | None = None,
+) -> None:
+    """The trade will not be recorded: `code` says why (a custom error name, a check that failed)."""
+    _transition(
+        session,
+        Submission.trade_id,
+        [hash32(trade_id, field="trade_id")],
+        to=REJECTED,
+        allowed_from={ACCEPTED, PENDING, REJECTED},
+        values={
+            "error_code": code,
+            "error_detail": detail,
+            "transaction_hash": None if tx_hash is None else hash32(tx_hash, field="tx_hash"),
+            "block_number": block_number,
+        },
+    )
+
+
+def requeue(session: Session, ids: Collection[str]) -> None:
+    """The transaction of pending submissions `ids` was lost: send them again."""
+    _transition(
+        session,
+        Submission.id,
+        ids,
+        to=ACCEPTED,
+        allowed_from={PENDING},
+        values={"transaction_hash": None, "attempts": Submission.attempts + 1},
+    )
+
+
+def _transition(
+    session: Session,
+    key: InstrumentedAttribute[str],
+    keys: Collection[str],
+    *,
+    to: SubmissionStatus,
+    allowed_from: set[SubmissionStatus],
+    values: Mapping[str, Any],
+) -> None:
+    """Move every row in `keys` to `to`, or none: NotFoundError/ConflictError name the culprits."""
+    keys = set(keys)
+    if not keys:
+        return
+    where: ColumnElement[bool] = key.in_(keys) & Submission.status.in_(allowed_from)
+    statement = update(Submission).where(where).values(status=to, **values)
+    savepoint = session.begin_nested()
+    result = session.execute(statement.execution_options(synchronize_session="fetch"))
+    if result.rowcount == len(keys):
+        savepoint.commit()
+        return
+    savepoint.rollback()
+    found = dict(session.execute(select(key, Submission.status).where(key.in_(keys))).tuples().all())
+    missing = sorted(keys - found.keys())
+    if missing:
+        raise NotFoundError(f"no submission for {key.key} {', '.join(missing)}", **{key.key: missing})
+    blocked = {k: str(status) for k, status in found.items() if status not in allowed_from}
+    raise ConflictError(
+        f"cannot mark {', '.join(sorted(blocked))} {to}: they are {', '.join(sorted(set(blocked.values())))}",
+        to=str(to),
+        current=blocked,
+    )

@@ -1,0 +1,161 @@
+"""Read-side queries over the indexed ledger, for the API.
+
+Lists are keyset-paginated in chain order, (block_number, log_index) of the row's log: a page
+never skips or repeats a row, however many rows the indexer appends meanwhile. The cursor is
+opaque to clients: base64url of that key of the page's last row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, Literal, TypeVar
+
+from sqlalchemy import ColumnElement, Select, or_, select, tuple_
+from sqlalchemy.orm import Session, selectinload
+
+from ledger.errors import ValidationError
+from ledger.store.models import (
+    Participant,
+    ParticipantKind,
+    ParticipantStatus,
+    Trade,
+    TradeStatus,
+    checksum_address,
+    hash32,
+)
+
+MAX_PAGE_SIZE = 500
+
+T = TypeVar("T")
+_Row = TypeVar("_Row", Trade, Participant)
+_Code = TypeVar("_Code", bound=StrEnum)
+
+_CURSOR = re.compile(r"(\d{1,19}):(\d{1,10})")
+# The largest key a cursor may name: BIGINT block numbers, INTEGER log indexes.
+_MAX_BLOCK_NUMBER = 2**63 - 1
+_MAX_LOG_INDEX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None  # None on the last page
+
+
+def get_trade(session: Session, trade_id: str) -> Trade | None:
+    """The trade with its events in chain order, or None."""
+    statement = (
+        select(Trade).where(Trade.trade_id == hash32(trade_id, field="trade_id")).options(selectinload(Trade.events))
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def list_trades(
+    session: Session,
+    *,
+    participant: str | None = None,
+    side: Literal["seller", "buyer", "any"] = "any",
+    delivery_from: int | None = None,
+    delivery_to: int | None = None,
+    status: TradeStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Trade]:
+    """Trades in chain order, without their events.
+
+    `participant` with `side` selects trades where the address sells, buys, or either.
+    `delivery_from`/`delivery_to` (UTC Unix seconds) select trades whose delivery window
+    [delivery_start, delivery_end) overlaps [delivery_from, delivery_to).
+    """
+    if side not in ("seller", "buyer", "any"):
+        raise ValidationError("side must be seller, buyer or any", field="side", value=side)
+    statement = select(Trade)
+    if participant is not None:
+        address = checksum_address(participant, field="participant")
+        by_side: dict[str, ColumnElement[bool]] = {
+            "seller": Trade.seller == address,
+            "buyer": Trade.buyer == address,
+            "any": or_(Trade.seller == address, Trade.buyer == address),
+        }
+        statement = statement.where(by_side[side])
+    if delivery_from is not None and delivery_to is not None and delivery_from >= delivery_to:
+        raise ValidationError("delivery_to must be after delivery_from", field="delivery_to", value=delivery_to)
+    if delivery_to is not None:
+        statement = statement.where(Trade.delivery_start < delivery_to)
+    if delivery_from is not None:
+        statement = statement.where(Trade.delivery_end > delivery_from)
+    if status is not None:
+        statement = statement.where(Trade.status == _code(TradeStatus, status, "status"))
+    return _page(session, statement, Trade, limit, cursor)
+
+
+def get_participant(session: Session, address: str) -> Participant | None:
+    """The participant with its events in chain order, or None."""
+    statement = (
+        select(Participant)
+        .where(Participant.address == checksum_address(address, field="address"))
+        .options(selectinload(Participant.events))
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def list_participants(
+    session: Session,
+    *,
+    status: ParticipantStatus | None = None,
+    kind: ParticipantKind | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Participant]:
+    """Participants in the chain order of their registration, without their events."""
+    statement = select(Participant)
+    if status is not None:
+        statement = statement.where(Participant.status == _code(ParticipantStatus, status, "status"))
+    if kind is not None:
+        statement = statement.where(Participant.kind == _code(ParticipantKind, kind, "kind"))
+    return _page(session, statement, Participant, limit, cursor)
+
+
+def _page(
+    session: Session, statement: Select[tuple[_Row]], model: type[_Row], limit: int, cursor: str | None
+) -> Page[_Row]:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit", value=limit)
+    key = (model.block_number, model.log_index)
+    if cursor is not None:
+        statement = statement.where(tuple_(*key) > tuple_(*_decode_cursor(cursor)))
+    # One row more than asked tells whether another page follows.
+    rows: Sequence[_Row] = session.scalars(statement.order_by(*key).limit(limit + 1)).all()
+    items = list(rows[:limit])
+    next_cursor = _encode_cursor(items[-1].block_number, items[-1].log_index) if len(rows) > limit else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def _code(enum: type[_Code], value: str, field: str) -> _Code:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise ValidationError(f"{field} must be one of {allowed}", field=field, value=value) from None
+
+
+def _encode_cursor(block_number: int, log_index: int) -> str:
+    return base64.urlsafe_b64encode(f"{block_number}:{log_index}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        # validate=True: reject characters outside the alphabet instead of skipping them.
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    match = _CURSOR.fullmatch(text)
+    if match is None or int(match[1]) > _MAX_BLOCK_NUMBER or int(match[2]) > _MAX_LOG_INDEX:
+        raise ValidationError("cursor is not one this API returned", field="cursor", value=cursor)
+    return int(match[1]), int(match[2])
