@@ -8,15 +8,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledger.chain.node import DEV_ACCOUNT_KEYS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# The well-known keys of the Hardhat/anvil test mnemonic: public knowledge, so local only.
-LOCAL_DEV_KEYS = {
-    "admin": "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-    "operator": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-    "recorder": "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-    "pauser": "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
-}
+# Accounts 0-3 of the Hardhat/anvil test mnemonic: public knowledge, so refused in production.
+LOCAL_DEV_KEYS = dict(zip(("admin", "operator", "recorder", "pauser"), DEV_ACCOUNT_KEYS, strict=False))
 LOCAL_OPERATOR_TOKEN = "local-operator-token"
 
 

@@ -114,15 +114,19 @@ class TransactionSender:
         signed = self.account.sign_transaction(tx)
         return SignedTransaction("0x" + signed.hash.hex(), "0x" + signed.raw_transaction.hex(), nonce, to, data)
 
-    def broadcast(self, transactions: list[SignedTransaction]) -> None:
-        """Sends signed transactions in one JSON-RPC batch. A transaction the node already knows
-        is fine (a re-broadcast after a restart); any other refusal raises."""
+    def broadcast(self, transactions: list[SignedTransaction]) -> dict[str, str]:
+        """Sends signed transactions in one JSON-RPC batch; returns the refusals by transaction
+        hash. A transaction the node already knows counts as sent (a re-broadcast after a restart).
+        After a refusal the nonce manager re-reads the account's nonce, so no gap stays behind."""
         answers = self.rpc.batch([("eth_sendRawTransaction", [t.raw]) for t in transactions])
-        for tx, answer in zip(transactions, answers, strict=True):
-            if isinstance(answer, RpcError) and "already" not in answer.message.lower():
-                if "nonce" in answer.message.lower():
-                    self.nonces.resync()
-                raise errors.ChainError(f"node refused transaction {tx.hash}: {answer.message}", tx=tx.hash)
+        refused = {
+            tx.hash: answer.message
+            for tx, answer in zip(transactions, answers, strict=True)
+            if isinstance(answer, RpcError) and "already" not in answer.message.lower()
+        }
+        if refused:
+            self.nonces.resync()
+        return refused
 
     def wait(self, tx_hashes: list[str], *, timeout: float = 120.0, poll: float = 0.1) -> dict[str, Receipt]:
         """Receipts of all `tx_hashes`, polled in batches."""
@@ -146,7 +150,9 @@ class TransactionSender:
         """Estimate (which surfaces reverts as typed errors), sign, send and wait for one call."""
         gas = self.estimate_gas(to, data, decode_error)
         tx = self.sign(to, data, gas)
-        self.broadcast([tx])
+        refused = self.broadcast([tx])
+        if refused:
+            raise errors.ChainError(f"node refused transaction {tx.hash}: {refused[tx.hash]}", tx=tx.hash)
         receipt = self.wait([tx.hash], timeout=timeout)[tx.hash]
         if receipt.status != 1:
             raise self.revert_reason(tx, receipt, decode_error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from ledger import errors
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID, is_interval_aligned
@@ -135,6 +136,32 @@ class SignedTrade:
     trade: Trade
     seller_signature: bytes = field(repr=False)
     buyer_signature: bytes = field(repr=False)
+
+    def to_json(self) -> dict[str, object]:
+        """The outbox's stored form; the nonce is a decimal string because JSON numbers lose
+        precision beyond 2**53 in most readers."""
+        message = self.trade.as_message()
+        return {
+            "trade": message | {"nonce": str(self.trade.nonce)},
+            "sellerSignature": "0x" + self.seller_signature.hex(),
+            "buyerSignature": "0x" + self.buyer_signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SignedTrade:
+        t = raw["trade"]
+        trade = Trade(
+            seller=t["seller"],
+            buyer=t["buyer"],
+            delivery_start=int(t["deliveryStart"]),
+            delivery_end=int(t["deliveryEnd"]),
+            energy_per_interval_wh=int(t["energyPerIntervalWh"]),
+            price_minor_per_mwh=int(t["priceMinorPerMWh"]),
+            nonce=int(t["nonce"]),
+            deadline=int(t["deadline"]),
+            replaces=t["replaces"],
+        )
+        return cls(trade, bytes.fromhex(raw["sellerSignature"][2:]), bytes.fromhex(raw["buyerSignature"][2:]))
 
     def as_tuple(self) -> tuple[object, ...]:
         return (self.trade.as_tuple(), compact(self.seller_signature), compact(self.buyer_signature))

@@ -15,10 +15,11 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from functools import lru_cache
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
+from eth_typing import ABIError, ABIEvent
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 from eth_utils import to_checksum_address as _to_checksum_address
 from eth_utils.abi import collapse_if_tuple
@@ -247,7 +248,7 @@ class LogDecoder:
             if entry["type"] != "event":
                 continue
             name = entry["name"]
-            topic = _hex(event_abi_to_log_topic(dict(entry)))
+            topic = _hex(event_abi_to_log_topic(cast(ABIEvent, entry)))
             if name in EVENT_TYPES:
                 self._events[topic] = _event_spec(entry, EVENT_TYPES[name])
             elif name in IGNORED_EVENTS:
@@ -320,7 +321,7 @@ def error_table(abi: Sequence[AbiEntry]) -> dict[bytes, _ErrorSpec]:
     table: dict[bytes, _ErrorSpec] = {}
     for entry in (*_BUILTIN_ERRORS, *(entry for entry in abi if entry["type"] == "error")):
         params = entry["inputs"]
-        table[function_abi_to_4byte_selector(dict(entry))] = _ErrorSpec(
+        table[function_abi_to_4byte_selector(cast(ABIError, entry))] = _ErrorSpec(
             name=entry["name"],
             types=tuple(param["type"] for param in params),
             names=tuple(_snake_case(param["name"]) for param in params),

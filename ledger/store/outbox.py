@@ -9,12 +9,12 @@ of order is a ConflictError. Functions never commit: the caller's unit of work d
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
-from sqlalchemy import ColumnElement, InstrumentedAttribute, select, update
+from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ledger.errors import ConflictError, NotFoundError
 from ledger.store.models import Submission, SubmissionStatus, hash32
@@ -159,12 +159,13 @@ def _transition(
     where: ColumnElement[bool] = key.in_(keys) & Submission.status.in_(allowed_from)
     statement = update(Submission).where(where).values(status=to, **values)
     savepoint = session.begin_nested()
-    result = session.execute(statement.execution_options(synchronize_session="fetch"))
+    result = cast(CursorResult[Any], session.execute(statement.execution_options(synchronize_session="fetch")))
     if result.rowcount == len(keys):
         savepoint.commit()
         return
     savepoint.rollback()
-    found = dict(session.execute(select(key, Submission.status).where(key.in_(keys))).tuples().all())
+    rows = session.execute(select(key, Submission.status).where(key.in_(keys)))
+    found: dict[str, SubmissionStatus] = {row_key: status for row_key, status in rows}
     missing = sorted(keys - found.keys())
     if missing:
         raise NotFoundError(f"no submission for {key.key} {', '.join(missing)}", **{key.key: missing})

@@ -121,9 +121,7 @@ def list_participants(
     return _page(session, statement, Participant, limit, cursor)
 
 
-def _page(
-    session: Session, statement: Select[tuple[_Row]], model: type[_Row], limit: int, cursor: str | None
-) -> Page[_Row]:
+def _page(session: Session, statement: Select[_Row], model: type[_Row], limit: int, cursor: str | None) -> Page[_Row]:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit", value=limit)
     key = (model.block_number, model.log_index)

@@ -1,0 +1,37 @@
+# The quick start is two commands: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint deps bench clean
+
+deps: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## Start a local chain, deploy, index into var/gridledger.db and serve on http://127.0.0.1:8000
+run: deps
+	$(BIN)/python -m scripts.serve
+
+## The whole test suite (needs PostgreSQL at 127.0.0.1:5432, see README)
+test: deps
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+lint: deps
+	$(BIN)/ruff check ledger api scripts tests
+	$(BIN)/ruff format --check ledger api scripts tests
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python -m scripts.bench_record
+
+clean:
+	rm -rf build var artifacts cache

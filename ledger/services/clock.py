@@ -1,0 +1,33 @@
+"""Chain time: what `block.timestamp` will roughly be, without a request per question."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ledger.chain.rpc import JsonRpc
+
+
+class ChainClock:
+    """The latest block's timestamp, asked of the node at most every `ttl` seconds.
+
+    The service pre-checks deadlines and gate closure against chain time, not the wall clock, so
+    that it agrees with the contract on chains whose clock drifts (and on test chains moved
+    forward with evm_increaseTime)."""
+
+    def __init__(self, rpc: JsonRpc, ttl: float = 1.0) -> None:
+        self._rpc = rpc
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._cached: tuple[float, int] | None = None
+
+    def now(self) -> int:
+        with self._lock:
+            moment = time.monotonic()
+            if self._cached is None or moment - self._cached[0] > self._ttl:
+                block = self._rpc.call("eth_getBlockByNumber", "latest", False)
+                self._cached = (moment, int(block["timestamp"], 16))
+            return self._cached[1]
+
+    def head(self) -> int:
+        return int(self._rpc.call("eth_blockNumber"), 16)

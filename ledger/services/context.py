@@ -1,0 +1,77 @@
+"""Wiring: from validated settings to connected collaborators. The one place that builds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.chain.compiler import compile_contracts
+from ledger.chain.deployment import Deployment
+from ledger.chain.rpc import JsonRpc
+from ledger.chain.trade_ledger import TradeLedgerContract
+from ledger.chain.transactions import TransactionSender
+from ledger.config import Settings
+from ledger.errors import ConfigurationError
+from ledger.services.clock import ChainClock
+from ledger.store.db import make_engine, make_session_factory, migrate
+
+
+@dataclass
+class LedgerContext:
+    settings: Settings
+    rpc: JsonRpc
+    deployment: Deployment
+    abi: list[dict[str, Any]]
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: ChainClock
+    recorder: TradeLedgerContract
+    operator: TradeLedgerContract
+    pauser: TradeLedgerContract
+
+    @classmethod
+    def open(cls, settings: Settings, *, rpc_url: str | None = None) -> LedgerContext:
+        """Connects to the chain of the deployment file and to the (migrated) index database.
+
+        Refuses to start when the node's chain id, the contract code or the ABI do not match the
+        deployment: serving one chain's index for another would be silently wrong."""
+        url = rpc_url or settings.rpc_url
+        if url is None:
+            raise ValueError("an RPC URL is needed: settings.rpc_url, or a started local node's")
+        rpc = JsonRpc(url)
+        artifacts = compile_contracts()
+        deployment = Deployment.load(settings.deployment_file)
+        deployment.check(rpc, {name: a.abi_hash for name, a in artifacts.items()})
+        if deployment.chain_id != settings.chain_id:
+            raise ConfigurationError(
+                f"settings say chain {settings.chain_id}, the deployment is on chain {deployment.chain_id}"
+            )
+        abi = artifacts["TradeLedger"].abi
+        address = deployment.contracts["TradeLedger"].address
+
+        def contract(key: str) -> TradeLedgerContract:
+            sender = TransactionSender(rpc, Account.from_key(key), settings.chain_id)
+            return TradeLedgerContract(sender, address, abi)
+
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        return cls(
+            settings=settings,
+            rpc=rpc,
+            deployment=deployment,
+            abi=abi,
+            engine=engine,
+            sessions=make_session_factory(engine),
+            clock=ChainClock(rpc),
+            recorder=contract(settings.recorder_key.get_secret_value()),
+            operator=contract(settings.operator_key.get_secret_value()),
+            pauser=contract(settings.pauser_key.get_secret_value()),
+        )
+
+    def close(self) -> None:
+        self.rpc.close()
+        self.engine.dispose()

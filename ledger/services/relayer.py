@@ -1,0 +1,200 @@
+"""The relayer: takes accepted trades from the outbox, records them in batches from the
+recorder account, and settles every submission as recorded or rejected (with the reason).
+
+Crash safety comes from the order of writes. A batch's transaction is signed first, its hash
+is committed to the outbox (status pending) and only then is it broadcast. After a restart,
+pending submissions are resolved from their transaction's receipt, or sent again if the node
+never saw it. The contract refuses a trade id it has recorded, so a trade sent twice is never
+recorded twice; the relayer then finds the `TradeRecorded` log and marks the submission recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger import errors
+from ledger.chain.trade_ledger import BatchOutcome, TradeLedgerContract
+from ledger.chain.transactions import Receipt, SignedTransaction
+from ledger.domain.trade import SignedTrade, TradeStatus
+from ledger.store import outbox
+from ledger.store.models import Submission
+
+log = logging.getLogger(__name__)
+
+# A batch whose transaction failed as a whole this often is rejected rather than retried forever.
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    sent: int = 0
+    recorded: int = 0
+    rejected: int = 0
+    requeued: int = 0
+
+
+@dataclass(frozen=True)
+class _Batch:
+    tx_hash: str
+    submission_ids: list[str]
+    trade_ids: list[str]
+    tx: SignedTransaction | None = None  # None for a batch recovered after a restart
+
+
+class Relayer:
+    def __init__(
+        self,
+        ledger: TradeLedgerContract,
+        sessions: sessionmaker[Session],
+        *,
+        start_block: int,
+        batch_size: int = 200,
+        batch_window: float = 0.2,
+        max_in_flight: int = 4,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        self._ledger = ledger
+        self._sessions = sessions
+        self._start_block = start_block
+        self._batch_size = batch_size
+        self._batch_window = batch_window
+        self._max_in_flight = max_in_flight
+        self._receipt_timeout = receipt_timeout
+
+    def run(self, stop: threading.Event) -> None:
+        """Relays until `stop` is set; a failing round is logged and retried, never fatal."""
+        self.recover()
+        while not stop.is_set():
+            try:
+                result = self.relay_round()
+            except errors.LedgerError as exc:
+                log.warning("relayer round failed (%s): %s; retrying", exc.code, exc)
+                stop.wait(1.0)
+                continue
+            if result.sent == 0:
+                stop.wait(self._batch_window)
+
+    def recover(self) -> RoundResult:
+        """Resolves submissions left pending by a previous process."""
+        with self._sessions() as session:
+            pending = outbox.list_pending(session)
+            by_tx: dict[str, list[Submission]] = defaultdict(list)
+            for submission in pending:
+                by_tx[submission.transaction_hash or ""].append(submission)
+        recorded = rejected = requeued = 0
+        for tx_hash, submissions in by_tx.items():
+            receipt = self._ledger.sender.rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
+            if receipt is None:
+                known = self._ledger.sender.rpc.call("eth_getTransactionByHash", tx_hash) if tx_hash else None
+                if known is not None:
+                    continue  # still in the mempool: the next recovery or round sees it mined
+                with self._sessions.begin() as session:
+                    outbox.requeue(session, [s.id for s in submissions])
+                requeued += len(submissions)
+                continue
+            batch = _Batch(tx_hash, [s.id for s in submissions], [s.trade_id for s in submissions])
+            r, j, q = self._settle(batch, self._ledger.batch_outcome(Receipt.from_rpc(receipt)))
+            recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
+        if pending:
+            log.info(
+                "recovered %d pending submissions: %d recorded, %d rejected, %d requeued",
+                len(pending),
+                recorded,
+                rejected,
+                requeued,
+            )
+        return RoundResult(0, recorded, rejected, requeued)
+
+    def relay_round(self) -> RoundResult:
+        """Claims up to `max_in_flight` batches, sends them in one JSON-RPC batch, waits for
+        their receipts and settles every submission."""
+        batches = self._prepare()
+        if not batches:
+            return RoundResult()
+        refused = self._ledger.sender.broadcast([b.tx for b in batches if b.tx is not None])
+        in_flight = [b for b in batches if b.tx_hash not in refused]
+        requeued = 0
+        for batch in batches:
+            if batch.tx_hash in refused:
+                log.warning("node refused batch %s: %s", batch.tx_hash, refused[batch.tx_hash])
+                with self._sessions.begin() as session:
+                    outbox.requeue(session, batch.submission_ids)
+                requeued += len(batch.submission_ids)
+        receipts = self._ledger.sender.wait([b.tx_hash for b in in_flight], timeout=self._receipt_timeout)
+        recorded = rejected = 0
+        for batch in in_flight:
+            r, j, q = self._settle(batch, self._ledger.batch_outcome(receipts[batch.tx_hash]))
+            recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
+        return RoundResult(sum(len(b.trade_ids) for b in batches), recorded, rejected, requeued)
+
+    def _prepare(self) -> list[_Batch]:
+        """Claims submissions, signs one transaction per batch and marks them pending with its
+        hash, all in one database transaction, before anything is broadcast."""
+        with self._sessions.begin() as session:
+            claimed = outbox.claim_accepted(session, self._batch_size * self._max_in_flight)
+            if not claimed:
+                return []
+            batches = []
+            try:
+                for start in range(0, len(claimed), self._batch_size):
+                    chunk = claimed[start : start + self._batch_size]
+                    signed = [SignedTrade.from_json(s.payload) for s in chunk]
+                    tx = self._ledger.sign_record_trades(signed)
+                    outbox.mark_pending(session, [s.id for s in chunk], tx.hash)
+                    batches.append(_Batch(tx.hash, [s.id for s in chunk], [s.trade_id for s in chunk], tx))
+            except errors.LedgerError:
+                # Nonces of transactions signed in this round will never be sent: forget them.
+                self._ledger.sender.nonces.resync()
+                raise
+            return batches
+
+    def _settle(self, batch: _Batch, outcome: BatchOutcome) -> tuple[int, int, int]:
+        receipt = outcome.receipt
+        if receipt.status != 1:
+            return 0, *self._retry_or_reject(batch, outcome)
+        recorded = [t for t in batch.trade_ids if t in outcome.recorded]
+        rejected = 0
+        with self._sessions.begin() as session:
+            outbox.mark_recorded(session, recorded, receipt.transaction_hash, receipt.block_number)
+            for trade_id, reason in outcome.rejected.items():
+                if trade_id not in batch.trade_ids:
+                    continue
+                if isinstance(reason, errors.DuplicateTrade) and self._mark_if_recorded_earlier(session, trade_id):
+                    recorded.append(trade_id)
+                    continue
+                outbox.mark_rejected(
+                    session, trade_id, reason.code, str(reason), receipt.transaction_hash, receipt.block_number
+                )
+                rejected += 1
+        return len(recorded), rejected, 0
+
+    def _mark_if_recorded_earlier(self, session: Session, trade_id: str) -> bool:
+        """A duplicate of a trade this outbox sent before (a resend after a crash) is a success."""
+        if self._ledger.trade_status(trade_id) is TradeStatus.NONE:
+            return False
+        recorded = self._ledger.recorded_log(trade_id, self._start_block)
+        if recorded is None:
+            return False
+        outbox.mark_recorded(session, [trade_id], recorded["transactionHash"], int(recorded["blockNumber"], 16))
+        return True
+
+    def _retry_or_reject(self, batch: _Batch, outcome: BatchOutcome) -> tuple[int, int]:
+        """A batch transaction that reverted as a whole (paused, role revoked, out of gas) is
+        sent again later; after MAX_ATTEMPTS its trades are rejected with the revert reason."""
+        reason: errors.LedgerError = errors.ContractReverted("batch transaction reverted", tx=batch.tx_hash)
+        if batch.tx is not None:
+            reason = self._ledger.sender.revert_reason(batch.tx, outcome.receipt, self._ledger.errors.decode)
+        with self._sessions.begin() as session:
+            rows = [r for r in (outbox.get_submission(session, i) for i in batch.submission_ids) if r is not None]
+            exhausted = {r.id for r in rows if r.attempts + 1 >= MAX_ATTEMPTS}
+            for row in rows:
+                if row.id in exhausted:
+                    outbox.mark_rejected(session, row.trade_id, reason.code, str(reason), batch.tx_hash)
+            outbox.requeue(session, [r.id for r in rows if r.id not in exhausted])
+        log.warning("batch %s reverted (%s): %s", batch.tx_hash, reason.code, reason)
+        return len(exhausted), len(rows) - len(exhausted)

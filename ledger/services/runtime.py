@@ -1,0 +1,74 @@
+"""The running ledger service: use cases plus the relayer and indexer threads behind them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ledger.chain.log_source import JsonRpcLogSource
+from ledger.indexer.indexer import Indexer
+from ledger.services.context import LedgerContext
+from ledger.services.participants import ParticipantService
+from ledger.services.relayer import Relayer
+from ledger.services.trading import TradingService
+
+log = logging.getLogger(__name__)
+
+
+class LedgerService:
+    def __init__(self, context: LedgerContext) -> None:
+        settings = context.settings
+        self.context = context
+        self.trading = TradingService(context.recorder, context.sessions, context.clock)
+        self.participants = ParticipantService(context.operator)
+        start_block = context.deployment.start_block
+        self.relayer = Relayer(
+            context.recorder,
+            context.sessions,
+            start_block=start_block,
+            batch_size=settings.relayer_batch_size,
+            batch_window=settings.relayer_batch_window_ms / 1000,
+            max_in_flight=settings.relayer_max_in_flight,
+        )
+        self.indexer = Indexer(
+            JsonRpcLogSource(context.rpc.url),
+            context.sessions,
+            addresses=[c.address for c in context.deployment.contracts.values()],
+            abi=context.abi,
+            start_block=start_block,
+            confirmations=settings.confirmations,
+            name=f"{context.deployment.chain_id}:{context.deployment.contracts['TradeLedger'].address}",
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._threads = [
+            self._thread("relayer", lambda: self.relayer.run(self._stop)),
+            self._thread("indexer", lambda: self.indexer.run(self._stop, poll_interval=0.25)),
+        ]
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads = []
+
+    @property
+    def healthy(self) -> bool:
+        return self.failure is None and all(t.is_alive() for t in self._threads)
+
+    def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:  # a halted worker must be visible, not silently gone
+                self.failure = exc
+                log.exception("%s stopped", name)
+
+        thread = threading.Thread(target=guarded, name=f"gridledger-{name}", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,223 @@
+"""Benchmark: recording signed trades, through the ledger layer and through the HTTP API.
+
+Starts its own anvil node with interval mining (1 s blocks, as under load; automine would mine
+one block per transaction), deploys, registers participants, pre-signs the trades, then records:
+
+  baseline   one trade per transaction (`recordTrade`), all sent at once
+  ledger     `recordTrades` batches through the ledger layer, several transactions in flight
+  http       POST /trades/batch to the running service (API -> outbox -> relayer -> chain)
+
+and prints trades/s and gas per trade for each, with the ratio to the baseline measured in the
+same run (the machines are shared and noisy: compare ratios, not absolute figures).
+
+    python -m scripts.bench_record --trades 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from ledger.chain.compiler import compile_contracts
+from ledger.chain.deployment import deploy_trade_ledger
+from ledger.chain.node import DEV_ACCOUNT_KEYS, LocalNode
+from ledger.chain.rpc import JsonRpc
+from ledger.chain.trade_ledger import TradeLedgerContract
+from ledger.chain.transactions import TransactionSender
+from ledger.domain.trade import DEFAULT_TRADE_LIMITS, ParticipantKind, SignedTrade, Trade
+from ledger.domain.units import INTERVAL_SECONDS
+from ledger.signing.eip712 import Domain
+from ledger.signing.trader import countersigned, new_nonce
+
+CHAIN_ID = 31337
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    trades: int
+    seconds: float
+    gas_per_trade: float
+
+    @property
+    def rate(self) -> float:
+        return self.trades / self.seconds
+
+
+class Progress:
+    """Periodic counts on stderr, so a long run shows it is alive."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done, self._last = label, total, 0, 0.0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last > 1.0 or self.done >= self.total:
+            self._last = now
+            print(f"  {self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def chain(block_time: float) -> Iterator[JsonRpc]:
+    with LocalNode("anvil", chain_id=CHAIN_ID, block_time=block_time) as node:
+        rpc = JsonRpc(node.rpc_url)
+        try:
+            yield rpc
+        finally:
+            rpc.close()
+
+
+def sender(rpc: JsonRpc, index: int) -> TransactionSender:
+    return TransactionSender(rpc, Account.from_key(DEV_ACCOUNT_KEYS[index]), CHAIN_ID)
+
+
+def register(operator: TradeLedgerContract, accounts: Sequence[LocalAccount]) -> None:
+    txs = [
+        operator.sender.sign(
+            operator.address,
+            operator.encode("registerParticipant", [a.address, ParticipantKind.PROSUMER.index, b"\x01" * 32]),
+            200_000,
+        )
+        for a in accounts
+    ]
+    refused = operator.sender.broadcast(txs)
+    if refused:
+        raise RuntimeError(f"registration refused: {refused}")
+    operator.sender.wait([t.hash for t in txs])
+
+
+def make_trades(domain: Domain, accounts: Sequence[LocalAccount], n: int, now: int) -> list[SignedTrade]:
+    start = (now + DEFAULT_TRADE_LIMITS.gate_closure_seconds) // INTERVAL_SECONDS * INTERVAL_SECONDS + 4 * 900
+    progress = Progress("signing", n)
+    trades = []
+    for i in range(n):
+        seller = accounts[i % len(accounts)]
+        buyer = accounts[(i * 7 + 1) % len(accounts)]
+        if buyer is seller:
+            buyer = accounts[(i + 1) % len(accounts)]
+        trade = Trade(
+            seller.address,
+            buyer.address,
+            start + (i % 96) * INTERVAL_SECONDS,
+            start + (i % 96 + 4) * INTERVAL_SECONDS,
+            100_000 + i,
+            30_000 + i % 1000,
+            new_nonce(),
+            now + 7200,
+        )
+        trades.append(countersigned(seller, buyer, domain, trade))
+        if i % 500 == 499:
+            progress.add(500)
+    return trades
+
+
+def record_one_per_tx(ledger: TradeLedgerContract, trades: list[SignedTrade]) -> Figure:
+    started = time.monotonic()
+    gas = 0
+    progress = Progress("baseline", len(trades))
+    for chunk in _chunks(trades, 100):
+        txs = []
+        for signed in chunk:
+            data = ledger.encode("recordTrade", [signed.as_tuple()])
+            txs.append(ledger.sender.sign(ledger.address, data, 150_000))
+        refused = ledger.sender.broadcast(txs)
+        if refused:
+            raise RuntimeError(f"refused: {next(iter(refused.values()))}")
+        receipts = ledger.sender.wait([t.hash for t in txs])
+        gas += sum(r.gas_used for r in receipts.values())
+        assert all(r.status == 1 for r in receipts.values())
+        progress.add(len(chunk))
+    return Figure("baseline: one trade per tx", len(trades), time.monotonic() - started, gas / len(trades))
+
+
+def record_batches(ledger: TradeLedgerContract, trades: list[SignedTrade], batch_size: int, in_flight: int) -> Figure:
+    started = time.monotonic()
+    gas = recorded = 0
+    progress = Progress("ledger batches", len(trades))
+    for round_ in _chunks(trades, batch_size * in_flight):
+        txs = [ledger.sign_record_trades(batch) for batch in _chunks(round_, batch_size)]
+        refused = ledger.sender.broadcast(txs)
+        if refused:
+            raise RuntimeError(f"refused: {next(iter(refused.values()))}")
+        receipts = ledger.sender.wait([t.hash for t in txs])
+        for receipt in receipts.values():
+            outcome = ledger.batch_outcome(receipt)
+            if outcome.rejected:
+                raise RuntimeError(f"rejected: {next(iter(outcome.rejected.values()))}")
+            recorded += len(outcome.recorded)
+            gas += receipt.gas_used
+        progress.add(len(round_))
+    assert recorded == len(trades)
+    return Figure(f"ledger layer: batches of {batch_size}", len(trades), time.monotonic() - started, gas / len(trades))
+
+
+def full_batch_gas(ledger: TradeLedgerContract, trades: list[SignedTrade]) -> float:
+    tx = ledger.sign_record_trades(trades)
+    ledger.sender.broadcast([tx])
+    receipt = ledger.sender.wait([tx.hash])[tx.hash]
+    assert len(ledger.batch_outcome(receipt).recorded) == len(trades)
+    return receipt.gas_used / len(trades)
+
+
+def _chunks(items: list[SignedTrade], size: int) -> Iterator[list[SignedTrade]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trades", type=int, default=5000, help="trades for the ledger-layer run")
+    parser.add_argument("--baseline-trades", type=int, default=500)
+    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--in-flight", type=int, default=8)
+    parser.add_argument("--block-time", type=float, default=1.0)
+    args = parser.parse_args(argv)
+
+    artifact = compile_contracts()["TradeLedger"]
+    with chain(args.block_time) as rpc:
+        admin, operator_sender, recorder_sender = sender(rpc, 0), sender(rpc, 1), sender(rpc, 2)
+        deployment = deploy_trade_ledger(
+            admin, artifact, roles={"operator": operator_sender.address, "recorder": recorder_sender.address}
+        )
+        address = deployment.contracts["TradeLedger"].address
+        operator = TradeLedgerContract(operator_sender, address, artifact.abi)
+        recorder = TradeLedgerContract(recorder_sender, address, artifact.abi)
+        accounts = [Account.create() for _ in range(args.participants)]
+        register(operator, accounts)
+        now = int(rpc.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+
+        total = args.baseline_trades + args.trades + args.batch_size
+        signing_started = time.monotonic()
+        trades = make_trades(recorder.domain, accounts, total, now)
+        signing = time.monotonic() - signing_started
+
+        baseline = record_one_per_tx(recorder, trades[: args.baseline_trades])
+        ledger = record_batches(
+            recorder, trades[args.baseline_trades : args.baseline_trades + args.trades], args.batch_size, args.in_flight
+        )
+        gas_full = full_batch_gas(recorder, trades[-args.batch_size :])
+
+    print()
+    print(f"anvil, interval mining {args.block_time:g} s, {args.participants} participants")
+    print(f"signing (2 signatures per trade, not in the figures below): {total / signing:,.0f} trades/s")
+    print(f"{'run':40} {'trades':>7} {'trades/s':>10} {'gas/trade':>10} {'vs baseline':>12}")
+    for figure in (baseline, ledger):
+        print(
+            f"{figure.name:40} {figure.trades:>7} {figure.rate:>10,.0f} {figure.gas_per_trade:>10,.0f}"
+            f" {figure.rate / baseline.rate:>11.1f}x"
+        )
+    print(f"gas per trade in one full batch of {args.batch_size}: {gas_full:,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Runs the GridLedger service.
+
+Without GRIDLEDGER_RPC_URL it starts a local chain (Hardhat node by default, or anvil with
+--node anvil), deploys the contracts to it and serves a SQLite index beside it: the quick start.
+With GRIDLEDGER_RPC_URL it connects to that chain and needs the deployment file of
+scripts/deploy.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+from api.app import create_app
+
+from ledger.chain.node import LocalNode
+from ledger.config import PROJECT_ROOT, Settings
+from ledger.errors import LedgerError
+from ledger.services.context import LedgerContext
+from ledger.services.devstack import start_local_chain
+from ledger.services.runtime import LedgerService
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--node", choices=["hardhat", "anvil"], help="kind of local chain to start")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    overrides = {"node_kind": args.node} if args.node else {}
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    node: LocalNode | None = None
+    try:
+        rpc_url = settings.rpc_url
+        if rpc_url is None:
+            node = start_local_chain(settings, log_path=PROJECT_ROOT / "var" / f"{settings.node_kind}.log")
+            rpc_url = node.rpc_url
+            logging.info("local %s chain at %s (chain id %d)", settings.node_kind, rpc_url, settings.chain_id)
+        service = LedgerService(LedgerContext.open(settings, rpc_url=rpc_url))
+        logging.info("serving on http://%s:%d (interactive docs at /docs)", args.host, args.port)
+        uvicorn.run(create_app(settings, service=service), host=args.host, port=args.port, log_level="info")
+    except LedgerError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
