@@ -29,6 +29,7 @@ lint: deps
 	$(BIN)/ruff check ledger api scripts tests
 	$(BIN)/ruff format --check ledger api scripts tests
 	$(BIN)/mypy
+	npx prettier --check 'contracts/**/*.sol'
 
 bench: deps
 	$(BIN)/python -m scripts.bench_record

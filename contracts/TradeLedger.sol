@@ -34,24 +34,18 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     }
 
     /// @inheritdoc ITradeLedger
-    function recordTrade(SignedTrade calldata signedTrade)
-        external
-        onlyRole(Roles.RECORDER)
-        whenNotPaused
-        returns (bytes32 tradeId)
-    {
+    function recordTrade(
+        SignedTrade calldata signedTrade
+    ) external onlyRole(Roles.RECORDER) whenNotPaused returns (bytes32 tradeId) {
         bytes memory failure;
         (tradeId, failure) = _tryRecord(signedTrade, _limits);
         if (failure.length != 0) _revertWith(failure);
     }
 
     /// @inheritdoc ITradeLedger
-    function recordTrades(SignedTrade[] calldata signedTrades)
-        external
-        onlyRole(Roles.RECORDER)
-        whenNotPaused
-        returns (uint256 recorded)
-    {
+    function recordTrades(
+        SignedTrade[] calldata signedTrades
+    ) external onlyRole(Roles.RECORDER) whenNotPaused returns (uint256 recorded) {
         if (signedTrades.length == 0) revert TradeLedgerEmptyBatch();
         TradeLimits memory limits = _limits;
         for (uint256 i = 0; i < signedTrades.length; ++i) {
@@ -119,17 +113,18 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     /// @dev Records the trade if it passes every check; otherwise returns the encoded custom
     ///      error and changes nothing. Shared by the single and the batch entry point so both
     ///      apply the same checks in the same order.
-    function _tryRecord(SignedTrade calldata signedTrade, TradeLimits memory limits)
-        private
-        returns (bytes32 tradeId, bytes memory failure)
-    {
-        Trade calldata trade = signedTrade.trade;
-        tradeId = _hashTypedDataV4(TradeStructs.hash(trade));
-        failure = _check(tradeId, signedTrade, limits);
+    function _tryRecord(
+        SignedTrade calldata signedTrade,
+        TradeLimits memory limits
+    ) private returns (bytes32 tradeId, bytes memory failure) {
+        tradeId = _hashTypedDataV4(TradeStructs.hash(signedTrade.trade));
+        // One validated copy: every later read is a plain MLOAD instead of a checked calldata load.
+        Trade memory trade = signedTrade.trade;
+        TradeRecord storage record = _trades[tradeId];
+        failure = _check(tradeId, record, trade, signedTrade, limits);
         if (failure.length != 0) return (tradeId, failure);
 
-        _trades[tradeId] =
-            TradeRecord(TradeStatus.Recorded, trade.deliveryStart, _partiesDigest(trade.seller, trade.buyer));
+        _storeRecorded(record, trade.deliveryStart, _partiesDigest(trade.seller, trade.buyer));
         emit TradeRecorded(
             tradeId,
             trade.seller,
@@ -149,35 +144,68 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     }
 
     /// @dev The checks, in the order documented in ITradeLedger. Returns the first failure.
-    function _check(bytes32 tradeId, SignedTrade calldata signedTrade, TradeLimits memory limits)
-        private
-        view
-        returns (bytes memory failure)
-    {
-        Trade calldata t = signedTrade.trade;
+    function _check(
+        bytes32 tradeId,
+        TradeRecord storage record,
+        Trade memory t,
+        SignedTrade calldata signedTrade,
+        TradeLimits memory limits
+    ) private view returns (bytes memory failure) {
         if (t.deadline < block.timestamp) {
             return abi.encodeWithSelector(TradeLedgerSignatureExpired.selector, tradeId, t.deadline);
         }
         if (t.seller == t.buyer) return abi.encodeWithSelector(TradeLedgerSelfTrade.selector, tradeId, t.seller);
         if (t.deliveryStart % INTERVAL_SECONDS != 0 || t.deliveryEnd % INTERVAL_SECONDS != 0) {
-            return abi.encodeWithSelector(TradeLedgerMisalignedInterval.selector, tradeId, t.deliveryStart, t.deliveryEnd);
+            return
+                abi.encodeWithSelector(TradeLedgerMisalignedInterval.selector, tradeId, t.deliveryStart, t.deliveryEnd);
         }
         if (t.deliveryEnd <= t.deliveryStart) {
-            return abi.encodeWithSelector(TradeLedgerEmptyDeliveryWindow.selector, tradeId, t.deliveryStart, t.deliveryEnd);
+            return
+                abi.encodeWithSelector(
+                    TradeLedgerEmptyDeliveryWindow.selector,
+                    tradeId,
+                    t.deliveryStart,
+                    t.deliveryEnd
+                );
         }
         if (_gateClosed(t.deliveryStart, limits.gateClosureSeconds)) {
-            return abi.encodeWithSelector(TradeLedgerGateClosed.selector, tradeId, t.deliveryStart, _gateClosedAt(t.deliveryStart, limits.gateClosureSeconds));
+            return
+                abi.encodeWithSelector(
+                    TradeLedgerGateClosed.selector,
+                    tradeId,
+                    t.deliveryStart,
+                    _gateClosedAt(t.deliveryStart, limits.gateClosureSeconds)
+                );
         }
         if (t.deliveryEnd > block.timestamp + limits.horizonSeconds) {
-            return abi.encodeWithSelector(TradeLedgerBeyondHorizon.selector, tradeId, t.deliveryEnd, uint64(block.timestamp + limits.horizonSeconds));
+            return
+                abi.encodeWithSelector(
+                    TradeLedgerBeyondHorizon.selector,
+                    tradeId,
+                    t.deliveryEnd,
+                    uint64(block.timestamp + limits.horizonSeconds)
+                );
         }
         if (t.energyPerIntervalWh == 0 || t.energyPerIntervalWh > limits.maxEnergyPerIntervalWh) {
-            return abi.encodeWithSelector(TradeLedgerEnergyOutOfBounds.selector, tradeId, t.energyPerIntervalWh, limits.maxEnergyPerIntervalWh);
+            return
+                abi.encodeWithSelector(
+                    TradeLedgerEnergyOutOfBounds.selector,
+                    tradeId,
+                    t.energyPerIntervalWh,
+                    limits.maxEnergyPerIntervalWh
+                );
         }
         if (t.priceMinorPerMWh == 0 || t.priceMinorPerMWh > limits.maxPriceMinorPerMWh) {
-            return abi.encodeWithSelector(TradeLedgerPriceOutOfBounds.selector, tradeId, t.priceMinorPerMWh, limits.maxPriceMinorPerMWh);
+            return
+                abi.encodeWithSelector(
+                    TradeLedgerPriceOutOfBounds.selector,
+                    tradeId,
+                    t.priceMinorPerMWh,
+                    limits.maxPriceMinorPerMWh
+                );
         }
-        if (_trades[tradeId].status != TradeStatus.None) return abi.encodeWithSelector(TradeLedgerDuplicateTrade.selector, tradeId);
+        if (record.status != TradeStatus.None)
+            return abi.encodeWithSelector(TradeLedgerDuplicateTrade.selector, tradeId);
         if (!_signedBy(tradeId, signedTrade.seller, t.seller)) {
             return abi.encodeWithSelector(TradeLedgerInvalidSignature.selector, tradeId, t.seller);
         }
@@ -195,16 +223,18 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     function _checkActive(bytes32 tradeId, address account) private view returns (bytes memory failure) {
         ParticipantStatus status = _participantStatus(account);
         if (status == ParticipantStatus.Active) return failure;
-        if (status == ParticipantStatus.None) return abi.encodeWithSelector(TradeLedgerParticipantUnknown.selector, tradeId, account);
+        if (status == ParticipantStatus.None)
+            return abi.encodeWithSelector(TradeLedgerParticipantUnknown.selector, tradeId, account);
         return abi.encodeWithSelector(TradeLedgerParticipantSuspended.selector, tradeId, account);
     }
 
     /// @dev A recorded trade may be cancelled or amended by the same two parties until its gate closes.
-    function _checkReplaceable(bytes32 tradeId, address seller, address buyer, uint64 gateClosureSeconds)
-        private
-        view
-        returns (bytes memory failure)
-    {
+    function _checkReplaceable(
+        bytes32 tradeId,
+        address seller,
+        address buyer,
+        uint64 gateClosureSeconds
+    ) private view returns (bytes memory failure) {
         TradeRecord storage record = _trades[tradeId];
         if (record.status != TradeStatus.Recorded) {
             return abi.encodeWithSelector(TradeLedgerTradeNotActive.selector, tradeId, record.status);
@@ -214,7 +244,13 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
         }
         uint64 deliveryStart = record.deliveryStart;
         if (_gateClosed(deliveryStart, gateClosureSeconds)) {
-            return abi.encodeWithSelector(TradeLedgerGateClosed.selector, tradeId, deliveryStart, _gateClosedAt(deliveryStart, gateClosureSeconds));
+            return
+                abi.encodeWithSelector(
+                    TradeLedgerGateClosed.selector,
+                    tradeId,
+                    deliveryStart,
+                    _gateClosedAt(deliveryStart, gateClosureSeconds)
+                );
         }
     }
 
@@ -235,17 +271,34 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     }
 
     /// @dev OpenZeppelin ECDSA: rejects malleable (high-s) signatures and the zero-address recovery.
-    function _signedBy(bytes32 digest, CompactSignature calldata signature, address signer)
-        private
-        pure
-        returns (bool)
-    {
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature.r, signature.vs);
+    function _signedBy(
+        bytes32 digest,
+        CompactSignature calldata signature,
+        address signer
+    ) private pure returns (bool) {
+        (address recovered, ECDSA.RecoverError err, ) = ECDSA.tryRecover(digest, signature.r, signature.vs);
         return err == ECDSA.RecoverError.NoError && recovered == signer;
     }
 
-    function _partiesDigest(address seller, address buyer) private pure returns (bytes23) {
-        return bytes23(keccak256(abi.encode(seller, buyer)));
+    /// @dev Writes a new TradeRecord in one SSTORE; the struct assignment would read the slot
+    ///      and write it once per member. Layout (low to high bits): status 8, deliveryStart 64,
+    ///      partiesDigest 184; the digest's low 72 bits are zero, so it is or-ed in as it is.
+    function _storeRecorded(TradeRecord storage record, uint64 deliveryStart, bytes23 partiesDigest) private {
+        uint256 packed =
+            uint256(bytes32(partiesDigest)) | (uint256(deliveryStart) << 8) | uint256(TradeStatus.Recorded);
+        assembly ("memory-safe") {
+            sstore(record.slot, packed)
+        }
+    }
+
+    /// @dev `bytes23(keccak256(abi.encode(seller, buyer)))`, hashed in scratch space.
+    function _partiesDigest(address seller, address buyer) private pure returns (bytes23 digest) {
+        assembly ("memory-safe") {
+            mstore(0x00, seller)
+            mstore(0x20, buyer)
+            // Keep the top 23 bytes only: a bytesN value must be clean below its width.
+            digest := and(keccak256(0x00, 0x40), shl(72, not(0)))
+        }
     }
 
     function _revertWith(bytes memory failure) private pure {

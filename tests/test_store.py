@@ -16,6 +16,7 @@ from sqlalchemy import CheckConstraint, Engine, MetaData, String, inspect, selec
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.domain.trade import ParticipantKind
 from ledger.errors import ConflictError, NotFoundError, ValidationError
 from ledger.store import outbox, queries
 from ledger.store.db import current_revision, make_engine, make_session_factory, migrate
@@ -24,7 +25,6 @@ from ledger.store.models import (
     Participant,
     ParticipantEvent,
     ParticipantEventKind,
-    ParticipantKind,
     ParticipantStatus,
     Submission,
     SubmissionStatus,

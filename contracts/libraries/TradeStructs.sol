@@ -48,21 +48,18 @@ library TradeStructs {
 
     bytes32 internal constant CANCEL_TRADE_TYPEHASH = keccak256("CancelTrade(bytes32 tradeId,uint64 deadline)");
 
-    function hash(Trade calldata trade) internal pure returns (bytes32) {
-        return keccak256(
-            abi.encode(
-                TRADE_TYPEHASH,
-                trade.seller,
-                trade.buyer,
-                trade.deliveryStart,
-                trade.deliveryEnd,
-                trade.energyPerIntervalWh,
-                trade.priceMinorPerMWh,
-                trade.nonce,
-                trade.deadline,
-                trade.replaces
-            )
-        );
+    /// @dev `keccak256(abi.encode(TRADE_TYPEHASH, trade...))` without allocating: a static struct
+    ///      in calldata is already ABI-encoded, so it is copied behind the type hash as it is.
+    ///      Out-of-range values (dirty high bits) cannot slip through: reading any field of the
+    ///      struct afterwards, as the ledger does for every field, reverts on them.
+    function hash(Trade calldata trade) internal pure returns (bytes32 digest) {
+        bytes32 typeHash = TRADE_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typeHash)
+            calldatacopy(add(m, 0x20), trade, 0x120)
+            digest := keccak256(m, 0x140)
+        }
     }
 
     function hash(CancelTrade memory cancel) internal pure returns (bytes32) {

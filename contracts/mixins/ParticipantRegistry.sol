@@ -12,10 +12,11 @@ abstract contract ParticipantRegistry is AccessControl, IParticipantRegistry {
     mapping(address account => Participant) private _participants;
 
     /// @inheritdoc IParticipantRegistry
-    function registerParticipant(address account, ParticipantKind kind, bytes32 identifierHash)
-        external
-        onlyRole(Roles.OPERATOR)
-    {
+    function registerParticipant(
+        address account,
+        ParticipantKind kind,
+        bytes32 identifierHash
+    ) external onlyRole(Roles.OPERATOR) {
         if (account == address(0)) revert ParticipantRegistryZeroAddress();
         if (_participants[account].status != ParticipantStatus.None) {
             revert ParticipantRegistryAlreadyRegistered(account);

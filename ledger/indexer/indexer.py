@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from ledger.domain.trade import ParticipantKind
 from ledger.errors import ChainError, ConfigurationError, ConflictError, LedgerError
 from ledger.indexer.decoder import (
     ZERO_HASH,
@@ -43,7 +44,6 @@ from ledger.indexer.decoder import (
 )
 from ledger.indexer.ports import BlockHeader, LogSource
 from ledger.store.models import (
-    PARTICIPANT_KIND_BY_CHAIN_VALUE,
     Base,
     IndexedBlock,
     IndexerCheckpoint,
@@ -326,7 +326,7 @@ def _project(events: Iterable[LedgerEvent], blocks: Mapping[int, BlockHeader], d
             case TradeRejected():
                 rows.trade_events.append(_rejection(event, origin, decoder))
             case ParticipantRegistered():
-                kind = PARTICIPANT_KIND_BY_CHAIN_VALUE[event.kind]
+                kind = ParticipantKind.from_index(event.kind)
                 rows.participants.append(
                     {
                         "address": event.account,
@@ -406,7 +406,7 @@ def _participant_event(
     address: str,
     kind: ParticipantEventKind,
     origin: dict[str, Any],
-    participant_kind: Any = None,
+    participant_kind: ParticipantKind | None = None,
     identifier_hash: str | None = None,
 ) -> dict[str, Any]:
     return {

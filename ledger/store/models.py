@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, relationship
 
+from ledger.domain.trade import ParticipantKind
 from ledger.errors import ValidationError
 
 # Explicit constraint names, identical on SQLite and PostgreSQL, so migrations can name what they
@@ -50,23 +51,9 @@ class Base(DeclarativeBase):
 
 
 # --- code lists --------------------------------------------------------------------------------
-
-
-class ParticipantKind(StrEnum):
-    GENERATOR = "generator"
-    RETAILER = "retailer"
-    CONSUMER = "consumer"
-    PROSUMER = "prosumer"
-
-
-# The on-chain `IParticipantRegistry.ParticipantKind` is a uint8 in declaration order; the ABI
-# does not carry member names, so this order has to follow the Solidity enum.
-PARTICIPANT_KIND_BY_CHAIN_VALUE: tuple[ParticipantKind, ...] = (
-    ParticipantKind.GENERATOR,
-    ParticipantKind.RETAILER,
-    ParticipantKind.CONSUMER,
-    ParticipantKind.PROSUMER,
-)
+# Participant kinds are the domain's (ledger.domain.trade.ParticipantKind). The statuses below are
+# those a stored row can have: the chain's TradeStatus and ParticipantStatus (ledger.domain.trade)
+# also have NONE, the state of an id the chain never saw, which is never stored.
 
 
 class ParticipantStatus(StrEnum):

@@ -18,10 +18,10 @@ from typing import Generic, Literal, TypeVar
 from sqlalchemy import ColumnElement, Select, or_, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
+from ledger.domain.trade import ParticipantKind
 from ledger.errors import ValidationError
 from ledger.store.models import (
     Participant,
-    ParticipantKind,
     ParticipantStatus,
     Trade,
     TradeStatus,
