@@ -83,7 +83,7 @@ def register(operator: TradeLedgerContract, accounts: Sequence[LocalAccount]) ->
     txs = [
         operator.sender.sign(
             operator.address,
-            operator.encode("registerParticipant", [a.address, ParticipantKind.PROSUMER.index, b"\x01" * 32]),
+            operator.encode("registerParticipant", [a.address, ParticipantKind.PROSUMER.ordinal, b"\x01" * 32]),
             200_000,
         )
         for a in accounts

@@ -97,7 +97,7 @@ class TradeLedgerContract:
     # --- writes ---------------------------------------------------------------------------
 
     def register_participant(self, account: str, kind: ParticipantKind, identifier_hash: bytes) -> Receipt:
-        return self._transact("registerParticipant", [account, kind.index, identifier_hash])
+        return self._transact("registerParticipant", [account, kind.ordinal, identifier_hash])
 
     def suspend_participant(self, account: str) -> Receipt:
         return self._transact("suspendParticipant", [account])

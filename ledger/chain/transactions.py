@@ -101,7 +101,7 @@ class TransactionSender:
         """`to` None creates a contract."""
         max_fee, priority_fee = self._fees()
         nonce = self.nonces.take()
-        tx = {
+        tx: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain_id,
             "nonce": nonce,

@@ -19,7 +19,8 @@ class ParticipantKind(StrEnum):
     PROSUMER = "prosumer"
 
     @property
-    def index(self) -> int:
+    def ordinal(self) -> int:
+        """The Solidity enum value."""
         return list(ParticipantKind).index(self)
 
     @classmethod

@@ -7,6 +7,7 @@ import secrets
 from eth_account.datastructures import SignedMessage
 from eth_account.signers.local import LocalAccount
 from eth_keys import keys
+from eth_typing import Hash32
 from eth_utils import to_checksum_address
 
 from ledger.domain.trade import SignedTrade, Trade
@@ -20,7 +21,7 @@ def new_nonce() -> int:
 
 def sign_digest(account: LocalAccount, digest: bytes) -> bytes:
     """A 65-byte (r, s, v) signature with v in {27, 28}, as wallets produce for typed data."""
-    signed: SignedMessage = account.unsafe_sign_hash(digest)
+    signed: SignedMessage = account.unsafe_sign_hash(Hash32(digest))
     return bytes(signed.signature)
 
 
