@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
@@ -212,8 +212,14 @@ class Indexer:
         """Move the checkpoint to `block` only if it is still where this step read it."""
         values = {"block_number": block.number, "block_hash": block.hash}
         if checkpoint is None:
-            statement = _insert(session)(IndexerCheckpoint).values(name=self.name, **values).on_conflict_do_nothing()
-            moved = cast(CursorResult[Any], session.execute(statement)).rowcount == 1
+            statement = (
+                _insert(session)(IndexerCheckpoint)
+                .values(name=self.name, **values)
+                .on_conflict_do_nothing()
+                .returning(IndexerCheckpoint.name)
+            )
+            # RETURNING, not rowcount: psycopg reports -1 for ORM-enabled INSERTs.
+            moved = session.execute(statement).first() is not None
         else:
             update_statement = (
                 update(IndexerCheckpoint)
@@ -223,9 +229,10 @@ class Indexer:
                     IndexerCheckpoint.block_hash == checkpoint.block_hash,
                 )
                 .values(**values)
+                .returning(IndexerCheckpoint.name)
                 .execution_options(synchronize_session=False)
             )
-            moved = cast(CursorResult[Any], session.execute(update_statement)).rowcount == 1
+            moved = session.execute(update_statement).first() is not None
         if not moved:
             raise ConflictError(
                 f"indexer {self.name}: the checkpoint moved during the step; is a second indexer "

@@ -59,27 +59,31 @@ class Market:
         self.rpc.call("evm_mine")
 
     def trade(self, seller: LocalAccount, buyer: LocalAccount, **terms: Any) -> Trade:
-        """A valid trade: delivery from the first interval after gate closure, for one hour."""
-        now = self.now()
-        start = (now + DEFAULT_TRADE_LIMITS.gate_closure_seconds) // INTERVAL_SECONDS * INTERVAL_SECONDS
-        start += 2 * INTERVAL_SECONDS
-        base = Trade(
-            seller=seller.address,
-            buyer=buyer.address,
-            delivery_start=start,
-            delivery_end=start + 4 * INTERVAL_SECONDS,
-            energy_per_interval_wh=250_000,
-            price_minor_per_mwh=35_000,
-            nonce=new_nonce(),
-            deadline=now + 3600,
-        )
-        return replace(base, **terms)
+        return valid_trade(seller, buyer, self.now(), **terms)
 
     def signed(self, seller: LocalAccount, buyer: LocalAccount, **terms: Any) -> SignedTrade:
         return countersigned(seller, buyer, self.domain, self.trade(seller, buyer, **terms))
 
     def trade_id(self, trade: Trade) -> str:
         return trade_id(self.domain, trade)
+
+
+def valid_trade(seller: LocalAccount, buyer: LocalAccount, now: int, **terms: Any) -> Trade:
+    """A trade the contract accepts at chain time `now`: one hour of delivery starting two
+    intervals after gate closure; `terms` override any field."""
+    start = (now + DEFAULT_TRADE_LIMITS.gate_closure_seconds) // INTERVAL_SECONDS * INTERVAL_SECONDS
+    start += 2 * INTERVAL_SECONDS
+    base = Trade(
+        seller=seller.address,
+        buyer=buyer.address,
+        delivery_start=start,
+        delivery_end=start + 4 * INTERVAL_SECONDS,
+        energy_per_interval_wh=250_000,
+        price_minor_per_mwh=35_000,
+        nonce=new_nonce(),
+        deadline=now + 3600,
+    )
+    return replace(base, **terms)
 
 
 def deploy_market(rpc_url: str, chain_id: int, limits: TradeLimits = DEFAULT_TRADE_LIMITS) -> Market:
