@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.chain.contract_errors import ErrorDecoder, UndecodableRevert
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.chain.rpc import JsonRpc
 from ledger.domain.trade import ParticipantKind
@@ -45,7 +46,6 @@ from ledger.indexer.decoder import (
     TradeLimitsUpdated,
     TradeRecorded,
     TradeRejected,
-    decode_custom_error,
 )
 from ledger.indexer.indexer import Indexer, MissingHistoryError, ReorgBeyondFinalityError, StepResult
 from ledger.indexer.ports import BlockHeader
@@ -199,7 +199,7 @@ def rejected(n: int, reason: bytes) -> Emitted:
 
 def registered(account: str, kind: ParticipantKind, identifier: str) -> Emitted:
     return emitted(
-        "ParticipantRegistered", [("address", account)], [("uint8", kind.index), ("bytes32", b32(identifier))]
+        "ParticipantRegistered", [("address", account)], [("uint8", kind.ordinal), ("bytes32", b32(identifier))]
     )
 
 
@@ -424,6 +424,10 @@ def test_a_changed_event_fails_when_the_decoder_is_built(abi: list[dict[str, Any
         LogDecoder(added)
 
 
+def decode_custom_error(abi: list[dict[str, Any]], data: bytes) -> tuple[str, dict[str, Any]]:
+    return ErrorDecoder(abi).describe(data)
+
+
 def test_decode_custom_error(abi: list[dict[str, Any]]) -> None:
     assert decode_custom_error(abi, gate_closed(4)) == (
         "TradeLedgerGateClosed",
@@ -444,7 +448,7 @@ def test_decode_custom_error(abi: list[dict[str, Any]]) -> None:
         {"message": "boom"},
     )
     for unknown in (b"", b"\x01\x02", b"\xde\xad\xbe\xef", gate_closed(4)[:-1]):
-        with pytest.raises(AbiDecodeError):
+        with pytest.raises(UndecodableRevert):
             decode_custom_error(abi, unknown)
 
 
@@ -627,6 +631,8 @@ def test_a_reorg_of_final_blocks_halts_and_indexes_nothing(
     before = snapshot(store_session_factory)
     old_hash = chain.headers[5].hash
     chain.reorg(from_block=4)
+    with pytest.raises(ReorgBeyondFinalityError):
+        indexer.step()  # no new block is final, and the checkpoint block is checked all the same
     chain.mine(recorded(20, ALICE, BOB))
     with pytest.raises(ReorgBeyondFinalityError) as reorg:
         indexer.step()

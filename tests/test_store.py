@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from datetime import UTC
 from typing import Any
 
@@ -525,3 +526,18 @@ def test_session_factory_keeps_objects_readable_after_commit(store_engine: Engin
     with factory.begin() as session:
         submission, _ = outbox.add_submission(session, trade_id(1), {"a": 1})
     assert submission.trade_id == trade_id(1)
+
+
+def test_sqlite_read_sessions_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """A read-only session reads while another connection holds the write lock."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    migrate(engine)
+    writes, reads = make_session_factory(engine), make_session_factory(engine, read_only=True)
+    with writes.begin() as writer:
+        outbox.add_submission(writer, "0x" + "11" * 32, {"trade": {}})
+        writer.flush()
+        with reads() as reader:  # would block for busy_timeout, then fail, under BEGIN IMMEDIATE
+            assert outbox.get_submission_by_trade(reader, "0x" + "11" * 32) is None
+    with reads() as reader:
+        assert outbox.get_submission_by_trade(reader, "0x" + "11" * 32) is not None
+    engine.dispose()

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import decode
+from eth_abi.exceptions import DecodingError
 from eth_utils import keccak, to_checksum_address
 
 from ledger import errors
+from ledger.chain.abi import abi_type
 
 ERROR_CLASSES: dict[str, tuple[type[errors.LedgerError], str]] = {
     "AccessControlUnauthorizedAccount": (errors.Unauthorized, "the sending account lacks the role"),
@@ -51,10 +53,53 @@ ERROR_CLASSES: dict[str, tuple[type[errors.LedgerError], str]] = {
     "TradeLedgerPartiesMismatch": (errors.PartiesMismatch, "the parties differ from the recorded trade's"),
     "TradeLedgerInvalidLimits": (errors.InvalidLimits, "trade limits must be positive"),
     "TradeLedgerEmptyBatch": (errors.EmptyBatch, "a batch needs at least one trade"),
+    # MeterData: reading and price batches.
+    "MeterDataZeroBatchId": (errors.InvalidBatchId, "the zero batch id is reserved"),
+    "MeterDataMisalignedPeriod": (errors.MisalignedPeriod, "period start and end must be multiples of 900 s"),
+    "MeterDataEmptyPeriod": (errors.EmptyPeriod, "period end must be after period start"),
+    "MeterDataZeroRoot": (errors.MissingMerkleRoot, "a batch commits a non-zero Merkle root"),
+    "MeterDataEmptyBatch": (errors.EmptyCommitment, "a batch holds at least one reading or price"),
+    "MeterDataPriceCountMismatch": (
+        errors.PriceCountMismatch,
+        "a price batch holds exactly one price per interval of its period",
+    ),
+    "MeterDataDuplicateBatch": (errors.DuplicateBatch, "this batch id is committed already"),
+    "MeterDataUnknownSupersededBatch": (errors.UnknownBatch, "the superseded batch is not committed"),
+    "MeterDataBatchAlreadySuperseded": (
+        errors.BatchAlreadySuperseded,
+        "the superseded batch was corrected already: correct the latest version",
+    ),
+    # Settlement: runs and disputes.
+    "SettlementMisalignedPeriod": (errors.MisalignedPeriod, "period start and end must be multiples of 900 s"),
+    "SettlementEmptyPeriod": (errors.EmptyPeriod, "period end must be after period start"),
+    "SettlementZeroRoot": (errors.MissingMerkleRoot, "a run commits a non-zero Merkle root"),
+    "SettlementNoLines": (errors.EmptyCommitment, "a run has at least one statement line"),
+    "SettlementUnbalancedTotals": (errors.UnbalancedSettlement, "total receivable must equal total payable"),
+    "SettlementDuplicateRun": (errors.DuplicateRun, "this period and version is committed already"),
+    "SettlementVersionOutOfOrder": (errors.RunVersionOutOfOrder, "the next version is the latest version + 1"),
+    "SettlementUnknownRun": (errors.UnknownRun, "no such settlement run"),
+    "SettlementRunSuperseded": (errors.RunSuperseded, "the run was superseded by a later version"),
+    "SettlementDisputeWindowClosed": (errors.DisputeWindowClosed, "the run's dispute window has ended"),
+    "SettlementSignatureExpired": (errors.DisputeSignatureExpired, "the dispute signature's deadline has passed"),
+    "SettlementInvalidSignature": (
+        errors.InvalidDisputeSignature,
+        "the dispute is not signed by the line's account",
+    ),
+    "SettlementInvalidProof": (errors.InvalidLineProof, "the line is not in the run's Merkle tree"),
+    "SettlementDisputeExists": (errors.DisputeExists, "the line is disputed already"),
+    "SettlementDisputeNotOpen": (errors.DisputeNotOpen, "the dispute is not open"),
+    "SettlementInvalidDisputeWindow": (errors.InvalidDisputeWindow, "the dispute window is out of bounds"),
 }
 
-_ERROR_STRING_SELECTOR = keccak(text="Error(string)")[:4]
-_PANIC_SELECTOR = keccak(text="Panic(uint256)")[:4]
+# Reverts can also carry Solidity's built-in errors, which no ABI declares.
+_BUILTIN_ERRORS: tuple[dict[str, Any], ...] = (
+    {"type": "error", "name": "Error", "inputs": [{"name": "message", "type": "string"}]},
+    {"type": "error", "name": "Panic", "inputs": [{"name": "code", "type": "uint256"}]},
+)
+
+
+class UndecodableRevert(errors.ContractReverted):
+    """Revert data that no error of the ABI (nor Solidity's built-ins) explains."""
 
 
 @dataclass(frozen=True)
@@ -77,33 +122,44 @@ def _plain(value: Any, solidity_type: str) -> Any:
 
 
 class ErrorDecoder:
-    """Turns revert data into a `LedgerError` through the ABI of the contract that reverted."""
+    """Turns revert data (or a `TradeRejected` reason) into its error, through the ABI of the
+    contract that produced it."""
 
     def __init__(self, abi: list[dict[str, Any]]) -> None:
         self._by_selector: dict[bytes, _ErrorAbi] = {}
-        for item in abi:
+        for item in (*_BUILTIN_ERRORS, *abi):
             if item.get("type") != "error":
                 continue
-            types = tuple(i["type"] for i in item["inputs"])
+            types = tuple(abi_type(i) for i in item["inputs"])
             self._by_selector[keccak(text=f"{item['name']}({','.join(types)})")[:4]] = _ErrorAbi(
-                item["name"], types, tuple(i["name"] for i in item["inputs"])
+                item["name"], types, tuple(_snake(i["name"]) for i in item["inputs"])
             )
 
     def error_names(self) -> set[str]:
-        return {e.name for e in self._by_selector.values()}
+        builtin = {e["name"] for e in _BUILTIN_ERRORS}
+        return {e.name for e in self._by_selector.values()} - builtin
+
+    def describe(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """(error name, arguments by snake_case name); UndecodableRevert when nothing fits."""
+        known = self._by_selector.get(bytes(data[:4]))
+        if known is None:
+            raise UndecodableRevert("revert data matches no known error", data="0x" + bytes(data).hex())
+        try:
+            values = decode(list(known.types), bytes(data[4:]))
+        except DecodingError as exc:
+            raise UndecodableRevert(
+                f"{known.name} arguments do not match the ABI: {exc}", data="0x" + bytes(data).hex()
+            ) from exc
+        return known.name, {n: _plain(v, t) for n, t, v in zip(known.names, known.types, values, strict=True)}
 
     def decode(self, data: bytes) -> errors.LedgerError:
-        selector, payload = data[:4], data[4:]
-        known = self._by_selector.get(selector)
-        if known is not None:
-            values = decode(list(known.types), payload)
-            context = {_snake(n): _plain(v, t) for n, t, v in zip(known.names, known.types, values, strict=True)}
-            cls, message = ERROR_CLASSES.get(known.name, (errors.ContractReverted, known.name))
-            return cls(message, solidity_error=known.name, **context)
-        if selector == _ERROR_STRING_SELECTOR:
-            (reason,) = decode(["string"], payload)
-            return errors.ContractReverted(f"reverted: {reason}", reason=reason)
-        if selector == _PANIC_SELECTOR:
-            (code,) = decode(["uint256"], payload)
-            return errors.ContractReverted(f"panic 0x{code:02x}", panic_code=code)
-        return errors.ContractReverted("reverted without a known reason", data="0x" + data.hex())
+        try:
+            name, args = self.describe(data)
+        except UndecodableRevert as exc:
+            return exc
+        if name == "Error":
+            return errors.ContractReverted(f"reverted: {args['message']}", reason=args["message"])
+        if name == "Panic":
+            return errors.ContractReverted(f"panic 0x{args['code']:02x}", panic_code=args["code"])
+        cls, message = ERROR_CLASSES.get(name, (errors.ContractReverted, name))
+        return cls(message, solidity_error=name, **args)

@@ -28,6 +28,7 @@ class LedgerContext:
     abi: list[dict[str, Any]]
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     clock: ChainClock
     recorder: TradeLedgerContract
     operator: TradeLedgerContract
@@ -66,6 +67,7 @@ class LedgerContext:
             abi=abi,
             engine=engine,
             sessions=make_session_factory(engine),
+            read_sessions=make_session_factory(engine, read_only=True),
             clock=ChainClock(rpc),
             recorder=contract(settings.recorder_key.get_secret_value()),
             operator=contract(settings.operator_key.get_secret_value()),

@@ -18,6 +18,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 _MIGRATIONS = "ledger.store:migrations"
 
 
+# Execution option of engines whose transactions only read (see make_session_factory).
+_READ_ONLY = "gridledger_read_only"
+
+
 def make_engine(url: str | URL) -> Engine:
     """An engine configured for the ledger: see `_configure_sqlite` for SQLite."""
     url = make_url(url)
@@ -30,7 +34,11 @@ def make_engine(url: str | URL) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions for units of work; `read_only` ones (the API's queries) do not take SQLite's
+    write lock, so reads run beside the relayer's and the indexer's writes."""
+    if read_only:
+        engine = engine.execution_options(**{_READ_ONLY: True})
     # expire_on_commit=False: objects returned by a committed unit of work (an outbox row, a
     # page of trades) stay readable after their session ends.
     return sessionmaker(engine, expire_on_commit=False)
@@ -84,7 +92,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # sqlite3 must not emit BEGIN itself
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            # WAL: a backup or the sqlite3 shell can read while the ledger writes, and commits
+            # append to the log instead of rewriting pages.
+            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         finally:
@@ -92,4 +102,5 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
