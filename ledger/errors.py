@@ -150,3 +150,99 @@ class ContractReverted(LedgerError):
     """A revert whose data matches no custom error of the ABI (a bug, or an unknown contract)."""
 
     code = "contract_reverted"
+
+
+# Metering and settlement: the commitments of `MeterData` (reading and price batches) and
+# `Settlement` (runs and disputes). `ledger/chain/contract_errors.py` maps their custom errors here.
+
+
+class MisalignedPeriod(ValidationError):
+    code = "misaligned_period"
+
+
+class EmptyPeriod(ValidationError):
+    code = "empty_period"
+
+
+class InvalidBatchId(ValidationError):
+    code = "invalid_batch_id"
+
+
+class MissingMerkleRoot(ValidationError):
+    code = "missing_merkle_root"
+
+
+class EmptyCommitment(ValidationError):
+    """A batch without readings or prices, or a run without statement lines."""
+
+    code = "empty_commitment"
+
+
+class PriceCountMismatch(ValidationError):
+    code = "price_count_mismatch"
+
+
+class DuplicateBatch(ConflictError):
+    code = "duplicate_batch"
+
+
+class UnknownBatch(ValidationError):
+    code = "unknown_batch"
+
+
+class BatchAlreadySuperseded(ConflictError):
+    code = "batch_already_superseded"
+
+
+class UnbalancedSettlement(ValidationError):
+    code = "unbalanced_settlement"
+
+
+class DuplicateRun(ConflictError):
+    code = "duplicate_run"
+
+
+class RunVersionOutOfOrder(ConflictError):
+    code = "run_version_out_of_order"
+
+
+class UnknownRun(NotFoundError):
+    code = "unknown_run"
+
+
+class RunSuperseded(ConflictError):
+    code = "run_superseded"
+
+
+class DisputeWindowClosed(ConflictError):
+    code = "dispute_window_closed"
+
+
+class DisputeRejected(ValidationError):
+    """A dispute the contract refuses as signed or proven."""
+
+    code = "dispute_rejected"
+
+
+class DisputeSignatureExpired(DisputeRejected):
+    code = "dispute_signature_expired"
+
+
+class InvalidDisputeSignature(DisputeRejected):
+    code = "invalid_dispute_signature"
+
+
+class InvalidLineProof(DisputeRejected):
+    code = "invalid_line_proof"
+
+
+class DisputeExists(ConflictError):
+    code = "dispute_exists"
+
+
+class DisputeNotOpen(ConflictError):
+    code = "dispute_not_open"
+
+
+class InvalidDisputeWindow(ValidationError):
+    code = "invalid_dispute_window"

@@ -271,7 +271,7 @@ class LogDecoder:
                     f"event {name} in the ABI has no decoder: add a dataclass or list it in IGNORED_EVENTS",
                     event=name,
                 )
-        self._errors = ErrorDecoder(list(abi))
+        self._errors = ErrorDecoder([dict(entry) for entry in abi])
 
     def decode(self, log: RawLog) -> LedgerEvent | None:
         """The typed event of `log`, or None for an event in IGNORED_EVENTS."""

@@ -129,3 +129,33 @@ def typed_data(domain: Domain, primary_type: str, message: dict[str, Any]) -> di
         "domain": domain.as_dict(),
         "message": message,
     }
+
+
+# --- any struct type -------------------------------------------------------------------------------
+# For signed types defined outside this module (ledger/signing/disputes.py): the same encoding as
+# above, with the fields passed in instead of looked up in TYPES.
+
+Fields = tuple[tuple[str, str], ...]
+
+
+def encode_type(primary_type: str, fields: Fields) -> str:
+    """`Name(type1 field1,...)`: the EIP-712 type string of a struct without nested structs."""
+    return f"{primary_type}({','.join(f'{solidity_type} {name}' for name, solidity_type in fields)})"
+
+
+def hash_struct(primary_type: str, fields: Fields, message: dict[str, Any]) -> bytes:
+    """`keccak256(abi.encode(TYPEHASH, field values...))` for a struct of atomic fields."""
+    return keccak(
+        encode(
+            ["bytes32", *(solidity_type for _, solidity_type in fields)],
+            [
+                keccak(text=encode_type(primary_type, fields)),
+                *(_abi_value(solidity_type, message[name]) for name, solidity_type in fields),
+            ],
+        )
+    )
+
+
+def hash_typed_data(domain: Domain, primary_type: str, fields: Fields, message: dict[str, Any]) -> bytes:
+    """The EIP-712 digest `keccak256(0x1901 || domainSeparator || hashStruct(message))`."""
+    return keccak(b"\x19\x01" + domain.separator + hash_struct(primary_type, fields, message))
