@@ -12,10 +12,10 @@ from typing import Any
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
 from ledger import errors
-from ledger.chain.abi import abi_type
+from ledger.chain.abi import abi_type, plain_value
 
 ERROR_CLASSES: dict[str, tuple[type[errors.LedgerError], str]] = {
     "AccessControlUnauthorizedAccount": (errors.Unauthorized, "the sending account lacks the role"),
@@ -113,14 +113,6 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
-def _plain(value: Any, solidity_type: str) -> Any:
-    if solidity_type == "address":
-        return to_checksum_address(value)
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    return value
-
-
 class ErrorDecoder:
     """Turns revert data (or a `TradeRejected` reason) into its error, through the ABI of the
     contract that produced it."""
@@ -150,7 +142,7 @@ class ErrorDecoder:
             raise UndecodableRevert(
                 f"{known.name} arguments do not match the ABI: {exc}", data="0x" + bytes(data).hex()
             ) from exc
-        return known.name, {n: _plain(v, t) for n, t, v in zip(known.names, known.types, values, strict=True)}
+        return known.name, {n: plain_value(v, t) for n, t, v in zip(known.names, known.types, values, strict=True)}
 
     def decode(self, data: bytes) -> errors.LedgerError:
         try:

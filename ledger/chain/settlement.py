@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ledger.chain.meter_data import ContractCalls, hex32
+from ledger.chain.contract import ContractCalls, hex32
 from ledger.chain.transactions import Receipt
 from ledger.domain.units import ZERO_ID
 from ledger.signing.disputes import LINE_LEAF_ENCODING, DisputeLine, run_id, settlement_domain

@@ -10,11 +10,11 @@ from eth_utils import to_checksum_address
 
 from ledger import errors
 from ledger.chain.abi import abi_type
+from ledger.chain.contract import ROLES
 from ledger.chain.contract_errors import ErrorDecoder
 from ledger.chain.deployment import ContractDeployment
 from ledger.chain.meter_data import MeterDataContract
 from ledger.chain.settlement import SettlementContract
-from ledger.chain.trade_ledger import ROLES
 from ledger.chain.transactions import TransactionSender
 
 # The roles each contract checks; `deploy_settlement_contracts` grants only these.

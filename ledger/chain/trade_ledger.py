@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi import decode, encode
+from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
 
 from ledger import errors
-from ledger.chain.abi import abi_type
-from ledger.chain.contract_errors import ErrorDecoder
-from ledger.chain.rpc import RpcCallError
-from ledger.chain.transactions import Receipt, SignedTransaction, TransactionSender
+from ledger.chain.contract import ContractCalls
+from ledger.chain.transactions import Receipt, SignedTransaction
 from ledger.domain.trade import (
     ParticipantKind,
     ParticipantStatus,
@@ -23,15 +21,6 @@ from ledger.domain.trade import (
     compact,
 )
 from ledger.signing.eip712 import Domain
-
-ROLES = {
-    "admin": b"\x00" * 32,
-    "operator": keccak(text="OPERATOR_ROLE"),
-    "recorder": keccak(text="RECORDER_ROLE"),
-    "meter_oracle": keccak(text="METER_ORACLE_ROLE"),
-    "settler": keccak(text="SETTLER_ROLE"),
-    "pauser": keccak(text="PAUSER_ROLE"),
-}
 
 TRADE_RECORDED_TOPIC = (
     "0x"
@@ -66,30 +55,7 @@ BATCH_BASE_GAS = 100_000
 BATCH_GAS_PER_TRADE = 60_000
 
 
-@dataclass(frozen=True)
-class _Function:
-    selector: bytes
-    inputs: list[str]
-    outputs: list[str]
-
-
-class TradeLedgerContract:
-    def __init__(self, sender: TransactionSender, address: str, abi: list[dict[str, Any]]) -> None:
-        self.sender = sender
-        self.address = to_checksum_address(address)
-        self.errors = ErrorDecoder(abi)
-        # eth_abi directly: web3's contract encoder validates every value again and is ~10x slower
-        # on a batch of trades.
-        self._functions = {
-            item["name"]: _Function(
-                keccak(text=f"{item['name']}({','.join(abi_type(i) for i in item['inputs'])})")[:4],
-                [abi_type(i) for i in item["inputs"]],
-                [abi_type(o) for o in item["outputs"]],
-            )
-            for item in abi
-            if item["type"] == "function"
-        }
-
+class TradeLedgerContract(ContractCalls):
     @property
     def domain(self) -> Domain:
         return Domain(self.sender.chain_id, self.address)
@@ -107,9 +73,6 @@ class TradeLedgerContract:
 
     def set_trade_limits(self, limits: TradeLimits) -> Receipt:
         return self._transact("setTradeLimits", [limits.as_tuple()])
-
-    def grant_role(self, role: str, account: str) -> Receipt:
-        return self._transact("grantRole", [ROLES[role], account])
 
     def pause(self) -> Receipt:
         return self._transact("pause", [])
@@ -180,9 +143,6 @@ class TradeLedgerContract:
     def hash_cancel_trade(self, trade_id: str, deadline: int) -> str:
         return "0x" + self._call("hashCancelTrade", [bytes.fromhex(trade_id[2:]), deadline]).hex()
 
-    def has_role(self, role: str, account: str) -> bool:
-        return bool(self._call("hasRole", [ROLES[role], account]))
-
     def paused(self) -> bool:
         return bool(self._call("paused", []))
 
@@ -198,26 +158,6 @@ class TradeLedgerContract:
             },
         )
         return logs[0] if logs else None
-
-    # --- plumbing -------------------------------------------------------------------------
-
-    def encode(self, fn: str, args: list[Any]) -> str:
-        """Calldata of `fn(args)`."""
-        function = self._functions[fn]
-        return "0x" + (function.selector + encode(function.inputs, args)).hex()
-
-    def _transact(self, fn: str, args: list[Any]) -> Receipt:
-        return self.sender.transact(self.address, self.encode(fn, args), self.errors.decode)
-
-    def _call(self, fn: str, args: list[Any]) -> Any:
-        data = self.encode(fn, args)
-        try:
-            raw = self.sender.rpc.call("eth_call", {"to": self.address, "data": data}, "latest")
-        except RpcCallError as exc:
-            data_bytes = exc.error.revert_data
-            raise (self.errors.decode(data_bytes) if data_bytes else exc) from exc
-        values = decode(self._functions[fn].outputs, bytes.fromhex(raw[2:]))
-        return values[0] if len(values) == 1 else values
 
 
 def _decode_bytes(data_hex: str) -> bytes:
