@@ -13,7 +13,10 @@ from ledger.chain.node import DEV_ACCOUNT_KEYS
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Accounts 0-3 of the Hardhat/anvil test mnemonic: public knowledge, so refused in production.
-LOCAL_DEV_KEYS = dict(zip(("admin", "operator", "recorder", "pauser"), DEV_ACCOUNT_KEYS, strict=False))
+LOCAL_DEV_KEYS = dict(
+    zip(("admin", "operator", "recorder", "pauser", "meter_oracle", "settler"), DEV_ACCOUNT_KEYS, strict=False)
+)
+ROLE_KEY_SETTINGS = tuple(f"{role}_key" for role in LOCAL_DEV_KEYS)
 LOCAL_OPERATOR_TOKEN = "local-operator-token"
 
 
@@ -36,6 +39,8 @@ class Settings(BaseSettings):
     operator_key: SecretStr = SecretStr(LOCAL_DEV_KEYS["operator"])
     recorder_key: SecretStr = SecretStr(LOCAL_DEV_KEYS["recorder"])
     pauser_key: SecretStr = SecretStr(LOCAL_DEV_KEYS["pauser"])
+    meter_oracle_key: SecretStr = SecretStr(LOCAL_DEV_KEYS["meter_oracle"])
+    settler_key: SecretStr = SecretStr(LOCAL_DEV_KEYS["settler"])
 
     # Bearer token that operator endpoints require (register, suspend, reinstate).
     operator_token: SecretStr = SecretStr(LOCAL_OPERATOR_TOKEN)
@@ -48,9 +53,7 @@ class Settings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "production":
             placeholders = {
-                name
-                for name in ("admin_key", "operator_key", "recorder_key", "pauser_key")
-                if getattr(self, name).get_secret_value() in LOCAL_DEV_KEYS.values()
+                name for name in ROLE_KEY_SETTINGS if getattr(self, name).get_secret_value() in LOCAL_DEV_KEYS.values()
             }
             if self.operator_token.get_secret_value() == LOCAL_OPERATOR_TOKEN:
                 placeholders.add("operator_token")

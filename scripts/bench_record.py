@@ -5,7 +5,9 @@ one block per transaction), deploys, registers participants, pre-signs the trade
 
   baseline   one trade per transaction (`recordTrade`), all sent at once
   ledger     `recordTrades` batches through the ledger layer, several transactions in flight
-  http       POST /trades/batch to the running service (API -> outbox -> relayer -> chain)
+  http       POST /trades/batch to the service, run as its own process (API -> outbox ->
+             relayer -> chain); timed until the relayer has recorded every trade
+  http/1     the same with one trade per POST /trades request, from 8 client threads
 
 and prints trades/s and gas per trade for each, with the ratio to the baseline measured in the
 same run (the machines are shared and noisy: compare ratios, not absolute figures).
@@ -16,25 +18,35 @@ same run (the machines are shared and noisy: compare ratios, not absolute figure
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from sqlalchemy import create_engine, func, select
 
 from ledger.chain.compiler import compile_contracts
-from ledger.chain.deployment import deploy_trade_ledger
+from ledger.chain.deployment import Deployment, deploy_contracts
 from ledger.chain.node import DEV_ACCOUNT_KEYS, LocalNode
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.trade_ledger import TradeLedgerContract
 from ledger.chain.transactions import TransactionSender
 from ledger.domain.trade import DEFAULT_TRADE_LIMITS, ParticipantKind, SignedTrade, Trade
-from ledger.domain.units import INTERVAL_SECONDS
+from ledger.domain.units import INTERVAL_SECONDS, to_datetime
 from ledger.signing.eip712 import Domain
 from ledger.signing.trader import countersigned, new_nonce
+from ledger.store.models import Submission, SubmissionStatus
 
 CHAIN_ID = 31337
 
@@ -167,6 +179,121 @@ def full_batch_gas(ledger: TradeLedgerContract, trades: list[SignedTrade]) -> fl
     return receipt.gas_used / len(trades)
 
 
+@contextmanager
+def service_process(rpc_url: str, deployment: Deployment, workdir: Path) -> Iterator[tuple[str, str]]:
+    """`python -m scripts.serve` on the bench's chain and deployment; yields (base URL, DB URL)."""
+    deployment_file = workdir / "deployment.json"
+    deployment.save(deployment_file)
+    database_url = f"sqlite:///{workdir / 'bench.db'}"
+    port = _free_port()
+    env = dict(
+        os.environ,
+        GRIDLEDGER_RPC_URL=rpc_url,
+        GRIDLEDGER_CHAIN_ID=str(CHAIN_ID),
+        GRIDLEDGER_DEPLOYMENT_FILE=str(deployment_file),
+        GRIDLEDGER_DATABASE_URL=database_url,
+        GRIDLEDGER_RELAYER_BATCH_WINDOW_MS="50",
+        GRIDLEDGER_RELAYER_MAX_IN_FLIGHT="8",
+    )
+    log = (workdir / "service.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scripts.serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not start: see {workdir / 'service.log'}")
+            time.sleep(0.2)
+        yield base_url, database_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def record_over_http(
+    base_url: str, database_url: str, trades: list[SignedTrade], per_request: int, clients: int
+) -> Figure:
+    """Posts the trades (`per_request` per request; 1 means POST /trades), then waits until the
+    relayer has recorded all of them; returns the end-to-end rate."""
+    engine = create_engine(database_url)
+    started = time.monotonic()
+    progress = Progress(f"http ({per_request} per request)", len(trades))
+
+    def post(chunk: list[SignedTrade], client: httpx.Client) -> None:
+        if per_request == 1:
+            answer = client.post("/trades", json=_body(chunk[0]))
+            ok = answer.status_code == 202
+        else:
+            answer = client.post("/trades/batch", json={"trades": [_body(t) for t in chunk]})
+            ok = answer.status_code == 200 and all("submissionId" in r for r in answer.json()["results"])
+        if not ok:
+            raise RuntimeError(f"the service refused a trade: {answer.status_code} {answer.text[:300]}")
+
+    chunks = list(_chunks(trades, per_request))
+    with ThreadPoolExecutor(clients) as pool:
+        local = threading.local()
+
+        def worker(chunk: list[SignedTrade]) -> int:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(base_url=base_url, timeout=120)
+            post(chunk, local.client)
+            return len(chunk)
+
+        for done in pool.map(worker, chunks):
+            progress.add(done)
+    accepted = time.monotonic() - started
+    with engine.connect() as db:
+        while True:
+            recorded = db.scalar(
+                select(func.count()).select_from(Submission).where(Submission.status == SubmissionStatus.RECORDED)
+            )
+            if recorded >= len(trades):
+                break
+            time.sleep(0.1)
+    seconds = time.monotonic() - started
+    engine.dispose()
+    name = "http: POST /trades/batch" if per_request > 1 else f"http: POST /trades x {clients} clients"
+    print(f"  {name}: all accepted after {accepted:.1f} s, all recorded after {seconds:.1f} s", file=sys.stderr)
+    return Figure(name, len(trades), seconds, float("nan"))
+
+
+def _body(signed: SignedTrade) -> dict[str, object]:
+    trade = signed.trade
+    return {
+        "trade": {
+            "seller": trade.seller,
+            "buyer": trade.buyer,
+            "deliveryStart": _iso(trade.delivery_start),
+            "deliveryEnd": _iso(trade.delivery_end),
+            "energyPerIntervalWh": trade.energy_per_interval_wh,
+            "priceMinorPerMWh": trade.price_minor_per_mwh,
+            "nonce": str(trade.nonce),
+            "deadline": _iso(trade.deadline),
+            "replaces": trade.replaces,
+        },
+        "sellerSignature": "0x" + signed.seller_signature.hex(),
+        "buyerSignature": "0x" + signed.buyer_signature.hex(),
+    }
+
+
+def _iso(unix_seconds: int) -> str:
+    return to_datetime(unix_seconds).isoformat()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _chunks(items: list[SignedTrade], size: int) -> Iterator[list[SignedTrade]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -180,13 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--block-time", type=float, default=1.0)
+    parser.add_argument("--http-trades", type=int, default=3000, help="trades for each HTTP run")
     args = parser.parse_args(argv)
 
-    artifact = compile_contracts()["TradeLedger"]
+    artifacts = compile_contracts()
+    artifact = artifacts["TradeLedger"]
     with chain(args.block_time) as rpc:
         admin, operator_sender, recorder_sender = sender(rpc, 0), sender(rpc, 1), sender(rpc, 2)
-        deployment = deploy_trade_ledger(
-            admin, artifact, roles={"operator": operator_sender.address, "recorder": recorder_sender.address}
+        deployment = deploy_contracts(
+            admin, artifacts, roles={"operator": operator_sender.address, "recorder": recorder_sender.address}
         )
         address = deployment.contracts["TradeLedger"].address
         operator = TradeLedgerContract(operator_sender, address, artifact.abi)
@@ -195,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         register(operator, accounts)
         now = int(rpc.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
 
-        total = args.baseline_trades + args.trades + args.batch_size
+        total = args.baseline_trades + args.trades + args.batch_size + 2 * args.http_trades
         signing_started = time.monotonic()
         trades = make_trades(recorder.domain, accounts, total, now)
         signing = time.monotonic() - signing_started
@@ -205,15 +334,22 @@ def main(argv: list[str] | None = None) -> int:
             recorder, trades[args.baseline_trades : args.baseline_trades + args.trades], args.batch_size, args.in_flight
         )
         gas_full = full_batch_gas(recorder, trades[-args.batch_size :])
+        http_trades = trades[args.baseline_trades + args.trades : -args.batch_size]
+        with (
+            tempfile.TemporaryDirectory() as workdir,
+            service_process(rpc.url, deployment, Path(workdir)) as (base_url, database_url),
+        ):
+            http_batch = record_over_http(base_url, database_url, http_trades[: args.http_trades], 500, 2)
+            http_single = record_over_http(base_url, database_url, http_trades[args.http_trades :], 1, 8)
 
     print()
     print(f"anvil, interval mining {args.block_time:g} s, {args.participants} participants")
     print(f"signing (2 signatures per trade, not in the figures below): {total / signing:,.0f} trades/s")
     print(f"{'run':40} {'trades':>7} {'trades/s':>10} {'gas/trade':>10} {'vs baseline':>12}")
-    for figure in (baseline, ledger):
+    for figure in (baseline, ledger, http_batch, http_single):
+        gas = "" if figure.gas_per_trade != figure.gas_per_trade else f"{figure.gas_per_trade:,.0f}"
         print(
-            f"{figure.name:40} {figure.trades:>7} {figure.rate:>10,.0f} {figure.gas_per_trade:>10,.0f}"
-            f" {figure.rate / baseline.rate:>11.1f}x"
+            f"{figure.name:40} {figure.trades:>7} {figure.rate:>10,.0f} {gas:>10} {figure.rate / baseline.rate:>11.1f}x"
         )
     print(f"gas per trade in one full batch of {args.batch_size}: {gas_full:,.0f}")
     return 0

@@ -20,8 +20,8 @@ from eth_utils import keccak
 
 from ledger import errors
 from ledger.chain.compiler import compile_contracts
+from ledger.chain.deployment import deploy_contracts
 from ledger.chain.settlement import DisputeStatus, RunStatus, SettlementContract, SettlementRun
-from ledger.chain.settlement_deploy import deploy_settlement_contracts
 from ledger.chain.transactions import Receipt
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
 from ledger.signing.disputes import (
@@ -887,13 +887,13 @@ def test_deployment_grants_each_contract_only_the_roles_it_checks(settlement_mar
 def test_deployment_takes_a_dispute_window_and_refuses_unknown_roles(settlement_market: SettlementMarket) -> None:
     m = settlement_market
     admin, artifacts = m.senders["admin"], compile_contracts()
-    deployed = deploy_settlement_contracts(
+    deployed = deploy_contracts(
         admin, artifacts, roles={"recorder": m.senders["outsider"].address}, dispute_window_seconds=6 * HOUR
-    )
+    ).contracts
     settlement = SettlementContract(admin, deployed["Settlement"].address, artifacts["Settlement"].abi)
     assert settlement.dispute_window() == 6 * HOUR
     assert not settlement.has_role("recorder", m.senders["outsider"].address)
 
-    error = refused(lambda: deploy_settlement_contracts(admin, artifacts, roles={"setler": admin.address}))
+    error = refused(lambda: deploy_contracts(admin, artifacts, roles={"setler": admin.address}).contracts)
     assert type(error) is errors.ConfigurationError
     assert error.context == {"roles": ["setler"]}

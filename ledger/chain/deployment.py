@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from eth_utils import to_checksum_address
 
 from ledger import errors
 from ledger.chain.abi import abi_type
+from ledger.chain.contract import ROLES, ContractCalls
 from ledger.chain.contract_errors import ErrorDecoder
 from ledger.chain.rpc import JsonRpc
-from ledger.chain.trade_ledger import TradeLedgerContract
+from ledger.chain.settlement import SettlementContract
 from ledger.chain.transactions import TransactionSender
 from ledger.domain.trade import DEFAULT_TRADE_LIMITS, TradeLimits
 
@@ -84,35 +86,60 @@ class Deployment:
                 )
 
 
-def deploy_trade_ledger(
-    admin: TransactionSender,
-    artifact: Any,
-    *,
-    roles: dict[str, str],
-    limits: TradeLimits = DEFAULT_TRADE_LIMITS,
-) -> Deployment:
-    """Deploys TradeLedger from `admin` and grants each role in `roles` (role name -> account).
+# The roles each contract checks; deploying grants a contract only the roles it uses.
+CONTRACT_ROLES = {
+    "TradeLedger": ("operator", "recorder", "pauser"),
+    "MeterData": ("meter_oracle", "operator"),
+    "Settlement": ("settler", "operator"),
+}
 
-    `artifact` is a compiled contract (`ledger.chain.compiler.ContractArtifact`)."""
-    constructor = next(item for item in artifact.abi if item["type"] == "constructor")
-    args = encode([abi_type(i) for i in constructor["inputs"]], [admin.address, limits.as_tuple()])
-    receipt = admin.transact(None, artifact.bytecode + args.hex(), ErrorDecoder(artifact.abi).decode)
-    raw = admin.rpc.call("eth_getTransactionReceipt", receipt.transaction_hash)
-    address = to_checksum_address(raw["contractAddress"])
-    ledger = TradeLedgerContract(admin, address, artifact.abi)
-    for role, account in roles.items():
-        ledger.grant_role(role, account)
+
+def deploy_contracts(
+    admin: TransactionSender,
+    artifacts: Mapping[str, Any],
+    *,
+    roles: Mapping[str, str],
+    limits: TradeLimits = DEFAULT_TRADE_LIMITS,
+    dispute_window_seconds: int | None = None,
+    names: Collection[str] = tuple(CONTRACT_ROLES),
+) -> Deployment:
+    """Deploys the contracts `names` (all by default) from `admin` (their admin) and grants each
+    the roles of `roles` (role name -> account) that it checks. `artifacts` are the compiled
+    contracts (`ledger.chain.compiler.compile_contracts()`)."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise errors.ConfigurationError(f"unknown roles {unknown}", roles=unknown)
+    constructor_args: dict[str, list[Any]] = {
+        "TradeLedger": [admin.address, limits.as_tuple()],
+        "MeterData": [admin.address],
+        "Settlement": [admin.address],
+    }
+    contracts = {name: _deploy(admin, artifacts[name], constructor_args[name]) for name in names}
+    for name, deployed in contracts.items():
+        contract = ContractCalls(admin, deployed.address, artifacts[name].abi)
+        for role in CONTRACT_ROLES[name]:
+            if role in roles:
+                contract.grant_role(role, roles[role])
+    if dispute_window_seconds is not None and "Settlement" in contracts:
+        settlement = SettlementContract(admin, contracts["Settlement"].address, artifacts["Settlement"].abi)
+        settlement.set_dispute_window(dispute_window_seconds)
     return Deployment(
         chain_id=admin.chain_id,
         deployer=admin.address,
         deployed_at=int(time.time()),
-        contracts={
-            "TradeLedger": ContractDeployment(
-                address=address,
-                block_number=receipt.block_number,
-                transaction_hash=receipt.transaction_hash,
-                abi_hash=artifact.abi_hash,
-            )
-        },
+        contracts=contracts,
         roles=dict(roles),
+    )
+
+
+def _deploy(admin: TransactionSender, artifact: Any, constructor_args: list[Any]) -> ContractDeployment:
+    constructor = next(item for item in artifact.abi if item["type"] == "constructor")
+    args = encode([abi_type(i) for i in constructor["inputs"]], constructor_args)
+    receipt = admin.transact(None, artifact.bytecode + args.hex(), ErrorDecoder(artifact.abi).decode)
+    raw = admin.rpc.call("eth_getTransactionReceipt", receipt.transaction_hash)
+    return ContractDeployment(
+        address=to_checksum_address(raw["contractAddress"]),
+        block_number=receipt.block_number,
+        transaction_hash=receipt.transaction_hash,
+        abi_hash=artifact.abi_hash,
     )

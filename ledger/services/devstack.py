@@ -9,7 +9,7 @@ from eth_account import Account
 from sqlalchemy.engine import make_url
 
 from ledger.chain.compiler import compile_contracts
-from ledger.chain.deployment import Deployment, deploy_trade_ledger
+from ledger.chain.deployment import Deployment, deploy_contracts
 from ledger.chain.node import LocalNode
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.transactions import TransactionSender
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def deploy(settings: Settings, rpc_url: str) -> Deployment:
-    """Deploys TradeLedger with the settings' accounts in their roles and writes the deployment file."""
+    """Deploys the contracts with the settings' accounts in their roles and writes the deployment file."""
     rpc = JsonRpc(rpc_url)
     try:
         chain_id = int(rpc.call("eth_chainId"), 16)
@@ -33,13 +33,14 @@ def deploy(settings: Settings, rpc_url: str) -> Deployment:
         admin = TransactionSender(rpc, Account.from_key(settings.admin_key.get_secret_value()), settings.chain_id)
         roles = {
             role: Account.from_key(getattr(settings, f"{role}_key").get_secret_value()).address
-            for role in ("operator", "recorder", "pauser")
+            for role in ("operator", "recorder", "pauser", "meter_oracle", "settler")
         }
-        deployment = deploy_trade_ledger(admin, compile_contracts()["TradeLedger"], roles=roles)
+        deployment = deploy_contracts(admin, compile_contracts(), roles=roles)
     finally:
         rpc.close()
     deployment.save(settings.deployment_file)
-    log.info("deployed TradeLedger at %s", deployment.contracts["TradeLedger"].address)
+    for name, contract in deployment.contracts.items():
+        log.info("deployed %s at %s", name, contract.address)
     return deployment
 
 

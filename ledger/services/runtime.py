@@ -34,7 +34,8 @@ class LedgerService:
         self.indexer = Indexer(
             JsonRpcLogSource(context.rpc.url),
             context.sessions,
-            addresses=[c.address for c in context.deployment.contracts.values()],
+            # The trade ledger's events; MeterData and Settlement events join with their index tables.
+            addresses=[context.deployment.contracts["TradeLedger"].address],
             abi=context.abi,
             start_block=start_block,
             confirmations=settings.confirmations,
@@ -60,6 +61,11 @@ class LedgerService:
     @property
     def healthy(self) -> bool:
         return self.failure is None and all(t.is_alive() for t in self._threads)
+
+    @property
+    def workers(self) -> dict[str, bool]:
+        """Whether each worker thread (relayer, indexer) is alive, by name; empty before start()."""
+        return {t.name.removeprefix("gridledger-"): t.is_alive() for t in self._threads}
 
     def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:
         def guarded() -> None:

@@ -5,20 +5,24 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from eth_abi.exceptions import EncodingError
 from eth_utils import to_checksum_address
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import errors
 from ledger.chain.trade_ledger import TradeLedgerContract
 from ledger.chain.transactions import Receipt
-from ledger.domain.trade import ParticipantStatus, SignedTrade, TradeLimits, check_terms
+from ledger.domain.trade import ParticipantStatus, SignedTrade, Trade, TradeLimits, check_terms
 from ledger.services.clock import ChainClock
-from ledger.signing.eip712 import cancel_trade_digest, trade_digest
+from ledger.signing.eip712 import Domain, cancel_trade_digest, trade_digest, typed_data
 from ledger.signing.trader import recover_signer
 from ledger.store import outbox, queries
 
 LIMITS_TTL_SECONDS = 30.0
+# How stale the pre-check's view of the contract's pause may be; the contract stays the authority.
+PAUSED_TTL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,37 @@ class TradingService:
         self._clock = clock
         self._limits: tuple[float, TradeLimits] | None = None
         self._limits_lock = threading.Lock()
+        self._paused: tuple[float, bool] | None = None
+        self._paused_lock = threading.Lock()
+
+    @property
+    def domain(self) -> Domain:
+        """The EIP-712 domain that traders sign in: this chain and this contract."""
+        return self._ledger.domain
+
+    def trade_id(self, trade: Trade) -> str:
+        """The trade's id, its EIP-712 digest; ValidationError when a term does not fit its type."""
+        try:
+            return "0x" + trade_digest(self.domain, trade).hex()
+        except (EncodingError, ValueError, TypeError, OverflowError) as exc:
+            raise errors.ValidationError(f"the trade terms cannot be ABI-encoded: {exc}", field="trade") from exc
+
+    def trade_typed_data(self, trade: Trade) -> dict[str, Any]:
+        """The `eth_signTypedData_v4` document of a trade; the nonce as a decimal string (uint256
+        does not fit a JSON number)."""
+        self.trade_id(trade)  # refuses terms that cannot be signed
+        return typed_data(self.domain, "Trade", trade.as_message() | {"nonce": str(trade.nonce)})
+
+    def cancel_typed_data(self, trade_id: str, deadline: int) -> dict[str, Any]:
+        return typed_data(self.domain, "CancelTrade", {"tradeId": trade_id, "deadline": deadline})
+
+    def is_paused(self) -> bool:
+        """The contract's `paused()`, asked at most every PAUSED_TTL_SECONDS."""
+        with self._paused_lock:
+            moment = time.monotonic()
+            if self._paused is None or moment - self._paused[0] > PAUSED_TTL_SECONDS:
+                self._paused = (moment, self._ledger.paused())
+            return self._paused[1]
 
     def submit(self, signed: SignedTrade) -> Accepted:
         (result,) = self.submit_many([signed])
@@ -48,20 +83,32 @@ class TradingService:
     def submit_many(self, batch: list[SignedTrade]) -> list[Accepted | errors.LedgerError]:
         """Checks each trade as the contract will, and puts the ones that pass in the outbox, in
         one database transaction. A trade that fails gets its typed error in place and writes
-        nothing; the others are not held back by it."""
-        domain = self._ledger.domain
+        nothing; the others are not held back by it.
+
+        A trade submitted before gets its first submission back (`created` False), whatever that
+        submission's status, even while the contract is paused; a new trade while it is paused
+        gets `Paused`."""
+        if not batch:
+            raise errors.EmptyBatch("a batch needs at least one trade")
         now = self._clock.now()
         limits = self.limits()
+        paused = self.is_paused()
         results: list[Accepted | errors.LedgerError] = []
         with self._sessions.begin() as session:
             statuses: dict[str, ParticipantStatus] = {}
             for signed in batch:
-                trade_id = "0x" + trade_digest(domain, signed.trade).hex()
+                try:
+                    trade_id = self.trade_id(signed.trade)
+                except errors.LedgerError as exc:
+                    results.append(exc)
+                    continue
                 existing = outbox.get_submission_by_trade(session, trade_id)
                 if existing is not None:
                     results.append(Accepted(existing.id, trade_id, existing.status.value, created=False))
                     continue
                 try:
+                    if paused:
+                        raise errors.Paused("trade recording is paused; submit again once it resumes")
                     self._check(session, signed, trade_id, limits, now, statuses)
                 except errors.LedgerError as exc:
                     exc.context.setdefault("trade_id", trade_id)
@@ -73,6 +120,8 @@ class TradingService:
 
     def cancel(self, trade_id: str, deadline: int, seller_signature: bytes, buyer_signature: bytes) -> Receipt:
         """Sends a cancellation both parties signed; raises the contract's reason if it refuses."""
+        if self.is_paused():
+            raise errors.Paused("trade recording is paused; cancel again once it resumes", trade_id=trade_id)
         with self._sessions() as session:
             row = queries.get_trade(session, trade_id)
             if row is None:

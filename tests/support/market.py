@@ -10,7 +10,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from ledger.chain.compiler import compile_contracts
-from ledger.chain.deployment import Deployment, deploy_trade_ledger
+from ledger.chain.deployment import Deployment, deploy_contracts
 from ledger.chain.node import DEV_ACCOUNT_KEYS
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.trade_ledger import TradeLedgerContract
@@ -20,7 +20,7 @@ from ledger.domain.units import INTERVAL_SECONDS
 from ledger.signing.eip712 import Domain, trade_id
 from ledger.signing.trader import countersigned, new_nonce
 
-ROLE_KEYS = {"admin": 0, "operator": 1, "recorder": 2, "pauser": 3, "outsider": 9}
+ROLE_KEYS = {"admin": 0, "operator": 1, "recorder": 2, "pauser": 3, "meter_oracle": 4, "settler": 5, "outsider": 9}
 
 
 @dataclass
@@ -92,11 +92,12 @@ def deploy_market(rpc_url: str, chain_id: int, limits: TradeLimits = DEFAULT_TRA
         role: TransactionSender(rpc, Account.from_key(DEV_ACCOUNT_KEYS[index]), chain_id)
         for role, index in ROLE_KEYS.items()
     }
-    artifact = compile_contracts()["TradeLedger"]
-    deployment = deploy_trade_ledger(
+    artifacts = compile_contracts()
+    deployment = deploy_contracts(
         senders["admin"],
-        artifact,
+        artifacts,
         roles={role: senders[role].address for role in ("operator", "recorder", "pauser")},
         limits=limits,
+        names=["TradeLedger"],
     )
-    return Market(rpc, chain_id, deployment, artifact.abi, senders)
+    return Market(rpc, chain_id, deployment, artifacts["TradeLedger"].abi, senders)

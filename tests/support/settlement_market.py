@@ -19,12 +19,11 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from ledger.chain.compiler import PROJECT_ROOT, compile_contracts
-from ledger.chain.deployment import ContractDeployment
+from ledger.chain.deployment import ContractDeployment, deploy_contracts
 from ledger.chain.meter_data import MeterDataContract
 from ledger.chain.node import DEV_ACCOUNT_KEYS, LocalNode
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.settlement import SettlementContract
-from ledger.chain.settlement_deploy import deploy_settlement_contracts
 from ledger.chain.transactions import Receipt, TransactionSender
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.signing.eip712 import Domain
@@ -104,9 +103,12 @@ def deploy_settlement_market(rpc_url: str, chain_id: int = CHAIN_ID) -> Settleme
         for role, index in ROLE_KEYS.items()
     }
     artifacts = compile_contracts()
-    deployments = deploy_settlement_contracts(
-        senders["admin"], artifacts, roles={role: senders[role].address for role in GRANTED_ROLES}
-    )
+    deployments = deploy_contracts(
+        senders["admin"],
+        artifacts,
+        roles={role: senders[role].address for role in GRANTED_ROLES},
+        names=["MeterData", "Settlement"],
+    ).contracts
     abis = {name: artifacts[name].abi for name in deployments}
     return SettlementMarket(rpc, chain_id, deployments, abis, senders)
 
