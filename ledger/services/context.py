@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_account import Account
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.chain.compiler import compile_contracts
+from ledger.chain.contract import ContractCalls
 from ledger.chain.deployment import Deployment
+from ledger.chain.meter_data import MeterDataContract
 from ledger.chain.rpc import JsonRpc
+from ledger.chain.settlement import SettlementContract
 from ledger.chain.trade_ledger import TradeLedgerContract
 from ledger.chain.transactions import TransactionSender
 from ledger.config import Settings
 from ledger.errors import ConfigurationError
 from ledger.services.clock import ChainClock
 from ledger.store.db import make_engine, make_session_factory, migrate
+
+C = TypeVar("C", bound=ContractCalls)
 
 
 @dataclass
@@ -33,6 +38,10 @@ class LedgerContext:
     recorder: TradeLedgerContract
     operator: TradeLedgerContract
     pauser: TradeLedgerContract
+    meter_oracle: MeterDataContract  # commits reading batches
+    price_publisher: MeterDataContract  # the operator, committing reference-price batches
+    settler: SettlementContract
+    settlement_operator: SettlementContract  # the operator, resolving disputes
 
     @classmethod
     def open(cls, settings: Settings, *, rpc_url: str | None = None) -> LedgerContext:
@@ -52,11 +61,14 @@ class LedgerContext:
                 f"settings say chain {settings.chain_id}, the deployment is on chain {deployment.chain_id}"
             )
         abi = artifacts["TradeLedger"].abi
-        address = deployment.contracts["TradeLedger"].address
+        senders: dict[str, TransactionSender] = {}
 
-        def contract(key: str) -> TradeLedgerContract:
-            sender = TransactionSender(rpc, Account.from_key(key), settings.chain_id)
-            return TradeLedgerContract(sender, address, abi)
+        def contract(cls: type[C], name: str, role: str) -> C:
+            # One sender (and nonce manager) per key, shared by every contract it calls.
+            if role not in senders:
+                key = getattr(settings, f"{role}_key").get_secret_value()
+                senders[role] = TransactionSender(rpc, Account.from_key(key), settings.chain_id)
+            return cls(senders[role], deployment.contracts[name].address, artifacts[name].abi)
 
         engine = make_engine(settings.database_url)
         migrate(engine)
@@ -69,9 +81,13 @@ class LedgerContext:
             sessions=make_session_factory(engine),
             read_sessions=make_session_factory(engine, read_only=True),
             clock=ChainClock(rpc),
-            recorder=contract(settings.recorder_key.get_secret_value()),
-            operator=contract(settings.operator_key.get_secret_value()),
-            pauser=contract(settings.pauser_key.get_secret_value()),
+            recorder=contract(TradeLedgerContract, "TradeLedger", "recorder"),
+            operator=contract(TradeLedgerContract, "TradeLedger", "operator"),
+            pauser=contract(TradeLedgerContract, "TradeLedger", "pauser"),
+            meter_oracle=contract(MeterDataContract, "MeterData", "meter_oracle"),
+            price_publisher=contract(MeterDataContract, "MeterData", "operator"),
+            settler=contract(SettlementContract, "Settlement", "settler"),
+            settlement_operator=contract(SettlementContract, "Settlement", "operator"),
         )
 
     def close(self) -> None:
