@@ -73,6 +73,9 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
         bytes32 digest = _hashTypedDataV4(TradeStructs.hash(CancelTrade(tradeId, deadline)));
         if (!_signedBy(digest, sellerSignature, seller)) revert TradeLedgerInvalidSignature(tradeId, seller);
         if (!_signedBy(digest, buyerSignature, buyer)) revert TradeLedgerInvalidSignature(tradeId, buyer);
+        failure = _checkActive(tradeId, seller);
+        if (failure.length == 0) failure = _checkActive(tradeId, buyer);
+        if (failure.length != 0) _revertWith(failure);
         _trades[tradeId].status = TradeStatus.Cancelled;
         emit TradeCancelled(tradeId, bytes32(0));
     }

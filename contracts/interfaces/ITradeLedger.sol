@@ -79,6 +79,9 @@ interface ITradeLedger {
     function recordTrades(SignedTrade[] calldata signedTrades) external returns (uint256 recorded);
 
     /// @notice Cancels a recorded trade that both parties signed a `CancelTrade` for, before gate closure.
+    /// @dev Checks in order: deadline, the trade is recorded and active, same parties, gate closure,
+    ///      seller signature, buyer signature, seller active, buyer active (a suspended participant
+    ///      cannot cancel).
     function cancelTrade(
         bytes32 tradeId,
         address seller,

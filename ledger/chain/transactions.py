@@ -128,10 +128,12 @@ class TransactionSender:
             self.nonces.resync()
         return refused
 
-    def wait(self, tx_hashes: list[str], *, timeout: float = 120.0, poll: float = 0.1) -> dict[str, Receipt]:
-        """Receipts of all `tx_hashes`, polled in batches."""
+    def wait(self, tx_hashes: list[str], *, timeout: float = 120.0, max_poll: float = 0.25) -> dict[str, Receipt]:
+        """Receipts of all `tx_hashes`, polled in batches: at once, then backing off to `max_poll`
+        (an automining node answers within milliseconds, an interval-mining one within a block)."""
         deadline = time.monotonic() + timeout
         receipts: dict[str, Receipt] = {}
+        poll = 0.005
         while True:
             missing = [h for h in tx_hashes if h not in receipts]
             if not missing:
@@ -145,6 +147,7 @@ class TransactionSender:
                 if time.monotonic() > deadline:
                     raise errors.ChainError("timed out waiting for receipts", missing=missing)
                 time.sleep(poll)
+                poll = min(poll * 2, max_poll)
 
     def transact(self, to: str | None, data: str, decode_error: ErrorDecoderFn, *, timeout: float = 120.0) -> Receipt:
         """Estimate (which surfaces reverts as typed errors), sign, send and wait for one call."""

@@ -176,9 +176,11 @@ def compact(signature: bytes) -> tuple[bytes, bytes]:
     if len(signature) != 65:
         raise ValueError("a signature is 65 bytes (r, s, v)")
     v = signature[64]
+    if v not in (0, 1, 27, 28):
+        raise ValueError(f"a signature's v is 27 or 28 (or 0 or 1), not {v}")
     y_parity = v - 27 if v >= 27 else v
     vs = int.from_bytes(signature[32:64], "big") | (y_parity << 255)
-    return signature[:32], (vs % 2**256).to_bytes(32, "big")
+    return signature[:32], vs.to_bytes(32, "big")
 
 
 def check_terms(trade: Trade, limits: TradeLimits, now: int) -> None:
