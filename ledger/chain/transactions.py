@@ -124,6 +124,16 @@ class TransactionSender:
             for tx, answer in zip(transactions, answers, strict=True)
             if isinstance(answer, RpcError) and "already" not in answer.message.lower()
         }
+        # An automining Hardhat node runs the calls of a batch concurrently and cannot queue a
+        # nonce ahead of the next: those are sent again one by one, in nonce order.
+        for tx in sorted(
+            (t for t in transactions if "nonce too high" in refused.get(t.hash, "").lower()), key=lambda t: t.nonce
+        ):
+            try:
+                self.rpc.call("eth_sendRawTransaction", tx.raw)
+                del refused[tx.hash]
+            except RpcCallError as exc:
+                refused[tx.hash] = exc.error.message
         if refused:
             self.nonces.resync()
         return refused
