@@ -1,0 +1,1 @@
+"""One router per resource: trades, submissions, participants, eip712, health."""

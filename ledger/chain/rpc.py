@@ -65,12 +65,18 @@ class JsonRpc:
         with self._lock:
             ids = [next(self._ids) for _ in calls]
         body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in zip(ids, calls, strict=True)]
+        # The URL stays out of the messages: a hosted node's URL often carries its API key.
         try:
             response = self._client.post(self.url, json=body if len(body) > 1 else body[0])
             response.raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            raise ChainError(f"JSON-RPC node answered HTTP {exc.response.status_code}") from exc
         except httpx.HTTPError as exc:
-            raise ChainError(f"JSON-RPC node at {self.url} unreachable: {exc}", url=self.url) from exc
-        answers = response.json()
+            raise ChainError(f"JSON-RPC node unreachable: {type(exc).__name__}") from exc
+        try:
+            answers = response.json()
+        except ValueError as exc:
+            raise ChainError("JSON-RPC node answered something that is not JSON") from exc
         if isinstance(answers, dict):
             answers = [answers]
         by_id = {a.get("id"): a for a in answers}
@@ -78,7 +84,7 @@ class JsonRpc:
         for i in ids:
             answer = by_id.get(i)
             if answer is None:
-                raise ChainError("JSON-RPC batch answer is missing a call", url=self.url)
+                raise ChainError("JSON-RPC batch answer is missing a call")
             if "error" in answer:
                 err = answer["error"]
                 results.append(RpcError(err.get("code", 0), err.get("message", ""), _revert_data(err)))

@@ -189,7 +189,7 @@ def check_terms(trade: Trade, limits: TradeLimits, now: int) -> None:
 
     if trade.deadline < now:
         raise errors.SignatureExpired("the signatures' deadline has passed", deadline=trade.deadline)
-    if trade.seller == trade.buyer:
+    if trade.seller.lower() == trade.buyer.lower():
         raise errors.SelfTrade("seller and buyer are the same account", account=trade.seller)
     if not (is_interval_aligned(trade.delivery_start) and is_interval_aligned(trade.delivery_end)):
         raise errors.MisalignedInterval(

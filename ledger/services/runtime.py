@@ -20,7 +20,7 @@ class LedgerService:
     def __init__(self, context: LedgerContext) -> None:
         settings = context.settings
         self.context = context
-        self.trading = TradingService(context.recorder, context.sessions, context.clock)
+        self.trading = TradingService(context.recorder, context.sessions, context.read_sessions, context.clock)
         self.participants = ParticipantService(context.operator)
         start_block = context.deployment.start_block
         self.relayer = Relayer(
@@ -46,6 +46,8 @@ class LedgerService:
         self.failure: BaseException | None = None
 
     def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("the service is running already: two relayers would share one key's nonces")
         self._stop.clear()
         self._threads = [
             self._thread("relayer", lambda: self.relayer.run(self._stop)),
@@ -60,7 +62,7 @@ class LedgerService:
 
     @property
     def healthy(self) -> bool:
-        return self.failure is None and all(t.is_alive() for t in self._threads)
+        return self.failure is None and bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     @property
     def workers(self) -> dict[str, bool]:

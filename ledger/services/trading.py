@@ -36,9 +36,16 @@ class Accepted:
 
 
 class TradingService:
-    def __init__(self, ledger: TradeLedgerContract, sessions: sessionmaker[Session], clock: ChainClock) -> None:
+    def __init__(
+        self,
+        ledger: TradeLedgerContract,
+        sessions: sessionmaker[Session],
+        read_sessions: sessionmaker[Session],
+        clock: ChainClock,
+    ) -> None:
         self._ledger = ledger
         self._sessions = sessions
+        self._read_sessions = read_sessions
         self._clock = clock
         self._limits: tuple[float, TradeLimits] | None = None
         self._limits_lock = threading.Lock()
@@ -93,8 +100,11 @@ class TradingService:
         now = self._clock.now()
         limits = self.limits()
         paused = self.is_paused()
-        results: list[Accepted | errors.LedgerError] = []
-        with self._sessions.begin() as session:
+        results: list[Accepted | errors.LedgerError | None] = []
+        passed: list[tuple[int, str, SignedTrade]] = []
+        # The checks read the index and may ask the chain: outside the write transaction, which on
+        # SQLite would hold back the relayer and the indexer meanwhile.
+        with self._read_sessions() as session:
             statuses: dict[str, ParticipantStatus] = {}
             for signed in batch:
                 try:
@@ -114,9 +124,15 @@ class TradingService:
                     exc.context.setdefault("trade_id", trade_id)
                     results.append(exc)
                     continue
-                submission, created = outbox.add_submission(session, trade_id, signed.to_json())
-                results.append(Accepted(submission.id, trade_id, submission.status.value, created))
-        return results
+                passed.append((len(results), trade_id, signed))
+                results.append(None)
+        if passed:
+            with self._sessions.begin() as session:
+                for index, trade_id, signed in passed:
+                    # Another request may have added the same trade meanwhile: its row is returned.
+                    submission, created = outbox.add_submission(session, trade_id, signed.to_json())
+                    results[index] = Accepted(submission.id, trade_id, submission.status.value, created)
+        return [r for r in results if r is not None]
 
     def cancel(self, trade_id: str, deadline: int, seller_signature: bytes, buyer_signature: bytes) -> Receipt:
         """Sends a cancellation both parties signed; raises the contract's reason if it refuses."""

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ValidationError
 from ledger.store.models import (
+    IndexerCheckpoint,
     Participant,
     ParticipantStatus,
     Trade,
@@ -92,6 +93,11 @@ def list_trades(
     if status is not None:
         statement = statement.where(Trade.status == _code(TradeStatus, status, "status"))
     return _page(session, statement, Trade, limit, cursor)
+
+
+def indexer_checkpoint(session: Session, name: str) -> IndexerCheckpoint | None:
+    """The last final block the indexer `name` has fully indexed, or None before its first step."""
+    return session.get(IndexerCheckpoint, name)
 
 
 def get_participant(session: Session, address: str) -> Participant | None:

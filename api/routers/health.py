@@ -1,0 +1,44 @@
+"""Health: the chain head, how far the index is, and whether the workers run."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import ServiceDep, SessionDep, chain_head
+from api.schemas import HealthOut
+from ledger.errors import LedgerError
+from ledger.store import queries
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get(
+    "",
+    operation_id="getHealth",
+    summary="Liveness of the node, the index and the relayer/indexer workers",
+    responses={503: {"model": HealthOut, "description": "a worker stopped, or the node cannot be reached"}},
+)
+def get_health(service: ServiceDep, session: SessionDep) -> JSONResponse:
+    head = chain_head(service)
+    # A primary-key read of the indexer's own row; ledger.store.queries has no reader for it yet.
+    checkpoint = queries.indexer_checkpoint(session, service.indexer.name)
+    indexed = None if checkpoint is None else checkpoint.block_number
+    workers = service.workers
+    failure = service.failure
+    healthy = head is not None and failure is None and bool(workers) and all(workers.values())
+    report = HealthOut(
+        status="ok" if healthy else "unhealthy",
+        chain_id=service.context.deployment.chain_id,
+        head=head,
+        index_checkpoint=indexed,
+        index_lag=None if head is None or indexed is None else head - indexed,
+        workers={name: {"alive": alive} for name, alive in workers.items()},  # type: ignore[misc]
+        error=None
+        if failure is None
+        else {
+            "code": failure.code if isinstance(failure, LedgerError) else type(failure).__name__,
+            "detail": str(failure),
+        },
+    )
+    return JSONResponse(report.model_dump(mode="json", by_alias=True), status_code=200 if healthy else 503)

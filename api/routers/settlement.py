@@ -1,0 +1,187 @@
+"""Settlement: runs (the operator starts them), statements with deltas, line proofs, disputes."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from pydantic import BaseModel
+
+from api.deps import OperatorDep, ServiceDep
+from api.problems import problem_responses
+from api.settlement_schemas import (
+    DisputeIn,
+    DisputeOut,
+    DisputeTypedDataIn,
+    DisputeTypedDataOut,
+    ProofOut,
+    ResolveIn,
+    RunIn,
+    RunOut,
+    RunOutcomeOut,
+    RunPage,
+    RunStatusName,
+    RunSummaryOut,
+    StatementOut,
+)
+from api.types import Address, Bytes32, IsoTime
+from ledger.services.settlement import SettlementService
+from ledger.store.settlement_models import RunStatus
+
+router = APIRouter(tags=["settlement"], responses=problem_responses(422, 503))
+
+_service_lock = threading.Lock()
+
+
+def get_settlement(request: Request, service: ServiceDep) -> SettlementService:
+    """One SettlementService per application (it serialises runs and caches Merkle trees)."""
+    with _service_lock:
+        settlement: SettlementService | None = getattr(request.app.state, "settlement", None)
+        if settlement is None:
+            settlement = request.app.state.settlement = SettlementService(service.context)
+        return settlement
+
+
+SettlementDep = Annotated[SettlementService, Depends(get_settlement)]
+RunIdPath = Annotated[
+    Bytes32, Path(alias="runId", description="keccak256(abi.encode(periodStart, periodEnd, version))")
+]
+AccountPath = Annotated[Address, Path(description="a participant, or the balancing account")]
+KindPath = Annotated[int, Path(description="1 trade, 2 imbalance, 3 penalty, 9 total")]
+RefPath = Annotated[Bytes32, Path(description="trade id, interval start as a 32-byte integer, or zero")]
+DisputeIdPath = Annotated[Bytes32, Path(alias="disputeId", description="keccak256(abi.encode(runId, leafHash))")]
+_operator_only = problem_responses(401, 403, 404, 409)
+
+
+def _answered(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entry of a 200 answer beside the 201 of a creation."""
+    return {200: {"model": model, "description": description}}
+
+
+@router.post(
+    "/settlement-runs",
+    operation_id="runSettlement",
+    status_code=status.HTTP_201_CREATED,
+    summary="Settle a period (operator)",
+    response_description="A new version committed, or an interrupted run finished (201); the current "
+    "version when the inputs have not changed (200)",
+    responses=_answered(RunOutcomeOut, "unchanged inputs: the current version") | _operator_only,
+)
+def run_settlement(body: RunIn, _operator: OperatorDep, settlement: SettlementDep, response: Response) -> RunOutcomeOut:
+    """Synchronous: gathers the inputs from the index, computes the statement, writes it and
+    commits its Merkle root on chain in one transaction, then answers. Refused with
+    `missing_reference_price` (422, naming the intervals), `index_behind_period` (409: the
+    period is not over or not indexed yet) or `nothing_to_settle` (422)."""
+    outcome = settlement.execute(body.period_start, body.period_end)
+    if not outcome.created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/settlement-runs/{outcome.run.run_id}"
+    return RunOutcomeOut.of_outcome(outcome)
+
+
+@router.get("/settlement-runs", operation_id="listSettlementRuns", summary="List settlement runs, newest first")
+def list_settlement_runs(
+    settlement: SettlementDep,
+    period_start: Annotated[
+        IsoTime | None, Query(alias="periodStart", description="periods starting at or after")
+    ] = None,
+    period_end: Annotated[IsoTime | None, Query(alias="periodEnd", description="periods ending at or before")] = None,
+    run_status: Annotated[RunStatusName | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> RunPage:
+    runs = settlement.list_runs(
+        period_start=period_start,
+        period_end=period_end,
+        status=None if run_status is None else RunStatus(run_status),
+        limit=limit,
+    )
+    return RunPage(items=[RunSummaryOut.of(run) for run in runs])
+
+
+@router.get(
+    "/settlement-runs/{runId}",
+    operation_id="getSettlementRun",
+    summary="A run: version, status and finality, root, totals, commit and the inputs it used",
+    responses=problem_responses(404),
+)
+def get_settlement_run(run_id: RunIdPath, settlement: SettlementDep) -> RunOut:
+    return RunOut.of_detail(settlement.get_run(run_id))
+
+
+@router.get(
+    "/settlement-runs/{runId}/statements/{account}",
+    operation_id="getStatement",
+    summary="An account's statement: lines, positions per interval, and deltas against the previous version",
+    responses=problem_responses(404),
+)
+def get_statement(run_id: RunIdPath, account: AccountPath, settlement: SettlementDep) -> StatementOut:
+    return StatementOut.of(settlement.statement(run_id, account))
+
+
+@router.get(
+    "/settlement-runs/{runId}/lines/{account}/{kind}/{ref}/proof",
+    operation_id="getLineProof",
+    summary="The Merkle proof of one statement line",
+    responses=problem_responses(404),
+)
+def get_line_proof(
+    run_id: RunIdPath, account: AccountPath, kind: KindPath, ref: RefPath, settlement: SettlementDep
+) -> ProofOut:
+    return ProofOut.of(settlement.line_proof(run_id, account, kind, ref))
+
+
+@router.post(
+    "/settlement-runs/{runId}/disputes/typed-data",
+    operation_id="buildDisputeTypedData",
+    summary="The typed-data document a line's account signs to dispute it",
+    responses=problem_responses(404),
+)
+def build_dispute_typed_data(
+    run_id: RunIdPath, body: DisputeTypedDataIn, settlement: SettlementDep
+) -> DisputeTypedDataOut:
+    typed = settlement.dispute_typed_data(run_id, body.account, body.kind, body.ref, body.reason, body.deadline)
+    return DisputeTypedDataOut.model_validate({"typed_data": typed, "reason_hash": typed["message"]["reasonHash"]})
+
+
+@router.post(
+    "/settlement-runs/{runId}/disputes",
+    operation_id="openDispute",
+    status_code=status.HTTP_201_CREATED,
+    summary="Relay a dispute of a line, signed by the line's account",
+    responses=_answered(DisputeOut, "relayed before: the recorded dispute") | problem_responses(404, 409),
+)
+def open_dispute(run_id: RunIdPath, body: DisputeIn, settlement: SettlementDep, response: Response) -> DisputeOut:
+    """The account signs EIP-712 `Dispute` (POST .../disputes/typed-data builds it) with
+    `reasonHash` = keccak-256 of the UTF-8 reason. Synchronous: answers once mined, or with the
+    contract's reason (`dispute_window_closed`, `run_superseded`, `invalid_dispute_signature`, ...)."""
+    dispute = settlement.open_dispute(
+        run_id, body.account, body.kind, body.ref, body.reason, body.deadline, body.signature
+    )
+    if not dispute.created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/disputes/{dispute.dispute_id}"
+    return DisputeOut.of(dispute)
+
+
+@router.post(
+    "/disputes/{disputeId}/resolve",
+    operation_id="resolveDispute",
+    summary="Accept or reject an open dispute (operator)",
+    responses=_operator_only,
+)
+def resolve_dispute(
+    dispute_id: DisputeIdPath, body: ResolveIn, _operator: OperatorDep, settlement: SettlementDep
+) -> DisputeOut:
+    """An accepted dispute keeps the run open until a corrected version supersedes it."""
+    return DisputeOut.of(settlement.resolve_dispute(dispute_id, body.accepted, body.resolution))
+
+
+@router.get(
+    "/disputes/{disputeId}",
+    operation_id="getDispute",
+    summary="A dispute and its resolution",
+    responses=problem_responses(404),
+)
+def get_dispute(dispute_id: DisputeIdPath, settlement: SettlementDep) -> DisputeOut:
+    return DisputeOut.of(settlement.get_dispute(dispute_id))

@@ -1,0 +1,127 @@
+"""Trades: submit signed trades (one or a batch), read them from the index, cancel them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from api.deps import ServiceDep, SessionDep, chain_head
+from api.problems import problem_responses
+from api.schemas import (
+    AcceptedOut,
+    BatchIn,
+    BatchOut,
+    CancelIn,
+    CancelOut,
+    SignedTradeIn,
+    TradeOut,
+    TradePage,
+    TradeStatusName,
+    TradeSummaryOut,
+    parse_batch,
+)
+from api.types import Address, Bytes32, IsoTime
+from ledger import errors
+from ledger.domain.trade import SignedTrade
+from ledger.store import queries
+from ledger.store.models import TradeStatus
+
+router = APIRouter(prefix="/trades", tags=["trades"], responses=problem_responses(422, 503))
+
+_RESUBMITTED: dict[int | str, dict[str, Any]] = {
+    200: {"model": AcceptedOut, "description": "submitted before: the first submission, unchanged"}
+}
+TradeIdPath = Annotated[Bytes32, Path(alias="tradeId", description="the trade's id: its EIP-712 digest")]
+
+
+@router.post(
+    "",
+    operation_id="submitTrade",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Submit one trade signed by both parties",
+    response_description="Accepted for recording (202); the same submission again for a resubmission (200)",
+    responses=_RESUBMITTED | problem_responses(409),
+)
+def submit_trade(body: SignedTradeIn, service: ServiceDep, response: Response) -> AcceptedOut:
+    """Checks the trade as the contract will and queues it for the relayer. A trade that fails
+    a check gets its problem (422, or 409 for `duplicate_trade` and `paused`) and nothing is
+    written. Poll `links.submission` until `recorded` or `rejected`."""
+    accepted = service.trading.submit(body.to_domain())
+    if not accepted.created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/submissions/{accepted.submission_id}"
+    return AcceptedOut.of(accepted.submission_id, accepted.trade_id, accepted.status)
+
+
+@router.post(
+    "/batch",
+    operation_id="submitTradeBatch",
+    summary="Submit up to 1000 signed trades",
+    response_description="One result per trade, in order: accepted with its ids, or refused with its problem",
+)
+def submit_trade_batch(body: BatchIn, service: ServiceDep, request: Request) -> BatchOut:
+    """Every item is judged on its own: a malformed or failing item is refused in its place
+    (its problem as POST /trades would answer it) and does not hold back the others. 200 whenever
+    the envelope is valid; an empty batch or one of more than 1000 items is a 422."""
+    parsed = parse_batch(body.trades, request.url.path)
+    signed = [item for item in parsed if isinstance(item, SignedTrade)]
+    outcomes = service.trading.submit_many(signed) if signed else []
+    return BatchOut.of(parsed, outcomes, request.url.path)
+
+
+@router.get("", operation_id="listTrades", summary="List recorded trades, in chain order")
+def list_trades(
+    session: SessionDep,
+    service: ServiceDep,
+    participant: Annotated[Address | None, Query(description="trades where this address is a party")] = None,
+    side: Annotated[Literal["seller", "buyer", "any"], Query(description="the participant's side")] = "any",
+    delivery_from: Annotated[IsoTime | None, Query(alias="deliveryFrom")] = None,
+    delivery_to: Annotated[
+        IsoTime | None, Query(alias="deliveryTo", description="with deliveryFrom: windows that overlap")
+    ] = None,
+    trade_status: Annotated[TradeStatusName | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64, description="nextCursor of the previous page")] = None,
+) -> TradePage:
+    page = queries.list_trades(
+        session,
+        participant=participant,
+        side=side,
+        delivery_from=delivery_from,
+        delivery_to=delivery_to,
+        status=None if trade_status is None else TradeStatus(trade_status),
+        limit=limit,
+        cursor=cursor,
+    )
+    head = chain_head(service) if page.items else None
+    return TradePage(items=[TradeSummaryOut.from_row(row, head) for row in page.items], next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/{tradeId}",
+    operation_id="getTrade",
+    summary="A recorded trade: terms, status, provenance and events",
+    responses=problem_responses(404),
+)
+def get_trade(trade_id: TradeIdPath, session: SessionDep, service: ServiceDep) -> TradeOut:
+    """From the index, which holds final blocks only: a trade appears a few seconds after its
+    submission is `recorded` (the configured confirmations)."""
+    row = queries.get_trade(session, trade_id)
+    if row is None:
+        raise errors.NotFoundError("no such trade in the index", trade_id=trade_id)
+    return TradeOut.from_row(row, chain_head(service))
+
+
+@router.post(
+    "/{tradeId}/cancel",
+    operation_id="cancelTrade",
+    summary="Cancel a recorded trade with both parties' signatures",
+    responses=problem_responses(404, 409),
+)
+def cancel_trade(trade_id: TradeIdPath, body: CancelIn, service: ServiceDep) -> CancelOut:
+    """Both parties sign EIP-712 `CancelTrade(bytes32 tradeId, uint64 deadline)` (see
+    POST /eip712/cancel). Synchronous: answers once the cancellation is mined, or with the
+    contract's reason (`trade_not_active`, `gate_closed`, `signature_expired`, ...)."""
+    receipt = service.trading.cancel(trade_id, body.deadline, body.seller_signature, body.buyer_signature)
+    return CancelOut(trade_id=trade_id, transaction_hash=receipt.transaction_hash, block_number=receipt.block_number)

@@ -1,0 +1,459 @@
+"""Request and response bodies: camelCase JSON, the formats of `api.types`, and the mapping from
+domain objects and index rows to responses (no rules here: that is the services' job)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
+
+from api.problems import Problem, problem_for, validation_problem
+from api.types import (
+    Address,
+    Bytes32,
+    IsoTime,
+    Signature,
+    Timestamp,
+    Uint64,
+    Uint256,
+    UtcTime,
+    render_optional_time,
+)
+from ledger import errors
+from ledger.domain.trade import SignedTrade, Trade
+from ledger.domain.units import ZERO_ID
+from ledger.services.trading import Accepted
+from ledger.store import models
+
+MAX_BATCH = 1000
+
+ParticipantKindName = Literal["generator", "retailer", "consumer", "prosumer"]
+ParticipantStatusName = Literal["active", "suspended"]
+TradeStatusName = Literal["recorded", "cancelled", "amended"]
+SubmissionStatusName = Literal["accepted", "pending", "recorded", "rejected"]
+
+
+class RequestModel(BaseModel):
+    """Request bodies: camelCase only, unknown members refused (a misspelt term is an error)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="forbid")
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_alias=True, validate_by_name=True)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class TradeTerms(RequestModel):
+    """The EIP-712 `Trade` both parties sign, with times as ISO 8601 (signed as Unix seconds)."""
+
+    seller: Address
+    buyer: Address
+    delivery_start: IsoTime = Field(description="start of the first 15-minute interval")
+    delivery_end: IsoTime = Field(description="end of the last interval (exclusive)")
+    energy_per_interval_wh: Uint64 = Field(description="Wh delivered in each interval; a JSON integer")
+    price_minor_per_mwh: Uint64 = Field(alias="priceMinorPerMWh", description="minor currency units per MWh")
+    nonce: Uint256
+    deadline: IsoTime = Field(description="the signatures are void after this time")
+    replaces: Bytes32 = Field(default=ZERO_ID, description="id of the trade this one amends; zero for a new trade")
+
+    def to_domain(self) -> Trade:
+        return Trade(
+            seller=self.seller,
+            buyer=self.buyer,
+            delivery_start=self.delivery_start,
+            delivery_end=self.delivery_end,
+            energy_per_interval_wh=self.energy_per_interval_wh,
+            price_minor_per_mwh=self.price_minor_per_mwh,
+            nonce=self.nonce,
+            deadline=self.deadline,
+            replaces=self.replaces,
+        )
+
+
+class SignedTradeIn(RequestModel):
+    trade: TradeTerms
+    seller_signature: Signature
+    buyer_signature: Signature
+
+    def to_domain(self) -> SignedTrade:
+        return SignedTrade(self.trade.to_domain(), self.seller_signature, self.buyer_signature)
+
+
+# Batch items are validated one by one (see `parse_batch`), so that a malformed item is refused in
+# its place instead of failing the whole batch; the schema still documents them as SignedTradeIn.
+BatchItem = Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/SignedTradeIn"})]
+
+
+class BatchIn(RequestModel):
+    trades: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class CancelIn(RequestModel):
+    """Both parties' signatures over the EIP-712 `CancelTrade(bytes32 tradeId, uint64 deadline)`."""
+
+    deadline: IsoTime
+    seller_signature: Signature
+    buyer_signature: Signature
+
+
+class CancelTypedDataIn(RequestModel):
+    trade_id: Bytes32
+    deadline: IsoTime
+
+
+class ParticipantIn(RequestModel):
+    address: Address
+    kind: ParticipantKindName
+    identifier: str = Field(
+        min_length=1, max_length=256, description="licence or market id; the chain keeps only its keccak-256"
+    )
+
+
+_signed_trade = TypeAdapter(SignedTradeIn)
+
+
+def parse_batch(items: Sequence[Any], path: str) -> list[SignedTrade | dict[str, Any]]:
+    """Each item as a signed trade, or the validation problem naming its bad values
+    (`trades[3].trade.nonce`)."""
+    parsed: list[SignedTrade | dict[str, Any]] = []
+    for index, raw in enumerate(items):
+        try:
+            parsed.append(_signed_trade.validate_python(raw).to_domain())
+        except PydanticValidationError as exc:
+            parsed.append(validation_problem(exc.errors(), prefix=("trades", index), instance=path))
+    return parsed
+
+
+# --- responses: submissions -------------------------------------------------------------------
+
+
+class AcceptedOut(ResponseModel):
+    submission_id: str
+    trade_id: str
+    status: SubmissionStatusName
+    links: dict[str, str] = Field(examples=[{"submission": "/submissions/…", "trade": "/trades/0x…"}])
+
+    @classmethod
+    def of(cls, submission_id: str, trade_id: str, status: str) -> AcceptedOut:
+        return cls(
+            submission_id=submission_id,
+            trade_id=trade_id,
+            status=status,  # type: ignore[arg-type]
+            links={"submission": f"/submissions/{submission_id}", "trade": f"/trades/{trade_id}"},
+        )
+
+
+class BatchItemOut(ResponseModel):
+    """One item's answer: `accepted` with its ids, or `refused` with the problem (nothing written)."""
+
+    index: int
+    outcome: Literal["accepted", "refused"]
+    submission_id: str | None = None
+    trade_id: str | None = None
+    status: SubmissionStatusName | None = None
+    created: bool | None = Field(default=None, description="false when the trade was submitted before")
+    problem: Problem | None = None
+
+
+class BatchOut(ResponseModel):
+    accepted: int
+    refused: int
+    results: list[BatchItemOut]
+
+    @classmethod
+    def of(
+        cls,
+        parsed: Sequence[SignedTrade | dict[str, Any]],
+        outcomes: Sequence[Accepted | errors.LedgerError],
+        path: str,
+    ) -> BatchOut:
+        """Merges the items refused by validation (`parsed` problems) with the service's answers
+        for the others (`outcomes`, in the order of the signed trades in `parsed`)."""
+        answers = iter(outcomes)
+        results: list[BatchItemOut] = []
+        for index, item in enumerate(parsed):
+            outcome = next(answers) if isinstance(item, SignedTrade) else item
+            if isinstance(outcome, Accepted):
+                results.append(
+                    BatchItemOut(
+                        index=index,
+                        outcome="accepted",
+                        submission_id=outcome.submission_id,
+                        trade_id=outcome.trade_id,
+                        status=outcome.status,  # type: ignore[arg-type]
+                        created=outcome.created,
+                    )
+                )
+                continue
+            problem = Problem.model_validate(
+                problem_for(outcome, path) if isinstance(outcome, errors.LedgerError) else outcome
+            )
+            results.append(
+                BatchItemOut(
+                    index=index, outcome="refused", trade_id=(problem.model_extra or {}).get("tradeId"), problem=problem
+                )
+            )
+        accepted = sum(result.outcome == "accepted" for result in results)
+        return cls(accepted=accepted, refused=len(results) - accepted, results=results)
+
+
+class SubmissionOut(ResponseModel):
+    submission_id: str
+    trade_id: str
+    status: SubmissionStatusName
+    transaction_hash: str | None = Field(description="the recordTrades transaction, once sent")
+    block_number: int | None
+    error_code: str | None = Field(description="why the chain rejected the trade (status rejected)")
+    error_detail: str | None
+    attempts: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    links: dict[str, str]
+
+    @classmethod
+    def from_row(cls, row: models.Submission) -> SubmissionOut:
+        return cls(
+            submission_id=row.id,
+            trade_id=row.trade_id,
+            status=row.status.value,  # type: ignore[arg-type]
+            transaction_hash=row.transaction_hash,
+            block_number=row.block_number,
+            error_code=row.error_code,
+            error_detail=row.error_detail,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            links={"self": f"/submissions/{row.id}", "trade": f"/trades/{row.trade_id}"},
+        )
+
+
+# --- responses: trades ------------------------------------------------------------------------
+
+
+class ProvenanceOut(ResponseModel):
+    """Where the log behind a row sits on chain."""
+
+    block_number: int
+    block_hash: str
+    transaction_hash: str
+    transaction_index: int
+    log_index: int
+    confirmations: int | None = Field(description="head - blockNumber + 1; null when the node cannot be reached")
+
+    @classmethod
+    def from_row(cls, row: models.LogProvenance, head: int | None) -> ProvenanceOut:
+        return cls(
+            block_number=row.block_number,
+            block_hash=row.block_hash,
+            transaction_hash=row.transaction_hash,
+            transaction_index=row.transaction_index,
+            log_index=row.log_index,
+            confirmations=None if head is None else max(head - row.block_number + 1, 0),
+        )
+
+
+class RejectionReasonOut(ResponseModel):
+    selector: str | None
+    name: str | None = Field(description="the contract's custom error, e.g. TradeLedgerGateClosed")
+    data: str | None
+
+
+class TradeEventOut(ResponseModel):
+    event: Literal["recorded", "cancelled", "amended", "rejected"]
+    related_trade_id: str | None = Field(description="recorded: the trade it replaces; amended: the amending trade")
+    reason: RejectionReasonOut | None
+    provenance: ProvenanceOut
+
+    @classmethod
+    def from_row(cls, row: models.TradeEvent, head: int | None) -> TradeEventOut:
+        rejected = row.event is models.TradeEventKind.REJECTED
+        return cls(
+            event=row.event.value,  # type: ignore[arg-type]
+            related_trade_id=row.related_trade_id,
+            reason=RejectionReasonOut(selector=row.reason_selector, name=row.reason_name, data=row.reason_data)
+            if rejected
+            else None,
+            provenance=ProvenanceOut.from_row(row, head),
+        )
+
+
+class TradeSummaryOut(ResponseModel):
+    trade_id: str
+    seller: str
+    buyer: str
+    delivery_start: UtcTime
+    delivery_end: UtcTime
+    energy_per_interval_wh: int
+    price_minor_per_mwh: int = Field(alias="priceMinorPerMWh")
+    nonce: str = Field(description="uint256 as a decimal string")
+    deadline: str | None = Field(description="ISO 8601; null for a deadline beyond year 9999 (never expires)")
+    replaces: str | None
+    replaced_by: str | None
+    status: TradeStatusName
+    recorded_at: UtcTime = Field(description="timestamp of the block that recorded the trade")
+    provenance: ProvenanceOut
+
+    @classmethod
+    def fields_of(cls, row: models.Trade, head: int | None) -> dict[str, Any]:
+        return {
+            "trade_id": row.trade_id,
+            "seller": row.seller,
+            "buyer": row.buyer,
+            "delivery_start": row.delivery_start,
+            "delivery_end": row.delivery_end,
+            "energy_per_interval_wh": row.energy_per_interval_wh,
+            "price_minor_per_mwh": row.price_minor_per_mwh,
+            "nonce": row.nonce,
+            "deadline": render_optional_time(int(row.deadline)),
+            "replaces": row.replaces,
+            "replaced_by": row.replaced_by,
+            "status": row.status.value,
+            "recorded_at": row.recorded_at,
+            "provenance": ProvenanceOut.from_row(row, head),
+        }
+
+    @classmethod
+    def from_row(cls, row: models.Trade, head: int | None) -> TradeSummaryOut:
+        return cls(**cls.fields_of(row, head))
+
+
+class TradeOut(TradeSummaryOut):
+    events: list[TradeEventOut] = Field(description="in chain order")
+
+    @classmethod
+    def from_row(cls, row: models.Trade, head: int | None) -> TradeOut:
+        return cls(**cls.fields_of(row, head), events=[TradeEventOut.from_row(e, head) for e in row.events])
+
+
+class TradePage(ResponseModel):
+    items: list[TradeSummaryOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class CancelOut(ResponseModel):
+    trade_id: str
+    transaction_hash: str
+    block_number: int
+
+
+# --- responses: participants ------------------------------------------------------------------
+
+
+class ParticipantEventOut(ResponseModel):
+    event: Literal["registered", "suspended", "reinstated"]
+    kind: ParticipantKindName | None
+    identifier_hash: str | None
+    provenance: ProvenanceOut
+
+    @classmethod
+    def from_row(cls, row: models.ParticipantEvent, head: int | None) -> ParticipantEventOut:
+        return cls(
+            event=row.event.value,  # type: ignore[arg-type]
+            kind=None if row.kind is None else row.kind.value,  # type: ignore[arg-type]
+            identifier_hash=row.identifier_hash,
+            provenance=ProvenanceOut.from_row(row, head),
+        )
+
+
+class ParticipantSummaryOut(ResponseModel):
+    address: str
+    kind: ParticipantKindName
+    status: ParticipantStatusName
+    identifier_hash: str = Field(description="keccak-256 of the identifier")
+    registered_at: UtcTime
+    provenance: ProvenanceOut
+
+    @classmethod
+    def fields_of(cls, row: models.Participant, head: int | None) -> dict[str, Any]:
+        return {
+            "address": row.address,
+            "kind": row.kind.value,
+            "status": row.status.value,
+            "identifier_hash": row.identifier_hash,
+            "registered_at": row.registered_at,
+            "provenance": ProvenanceOut.from_row(row, head),
+        }
+
+    @classmethod
+    def from_row(cls, row: models.Participant, head: int | None) -> ParticipantSummaryOut:
+        return cls(**cls.fields_of(row, head))
+
+
+class ParticipantOut(ParticipantSummaryOut):
+    events: list[ParticipantEventOut] = Field(description="in chain order")
+
+    @classmethod
+    def from_row(cls, row: models.Participant, head: int | None) -> ParticipantOut:
+        return cls(**cls.fields_of(row, head), events=[ParticipantEventOut.from_row(e, head) for e in row.events])
+
+
+class ParticipantPage(ResponseModel):
+    items: list[ParticipantSummaryOut]
+    next_cursor: str | None
+
+
+class ParticipantActionOut(ResponseModel):
+    """An operator action, mined. The index shows it once the block is final."""
+
+    address: str
+    status: ParticipantStatusName
+    transaction_hash: str
+    block_number: int
+    links: dict[str, str]
+
+
+# --- responses: EIP-712 and health ------------------------------------------------------------
+
+
+class TypedField(BaseModel):
+    name: str
+    type: str
+
+
+class DomainOut(BaseModel):
+    name: str
+    version: str
+    chainId: int
+    verifyingContract: str
+
+
+class Eip712Out(BaseModel):
+    """Everything a wallet needs to sign GridLedger messages without our code. ethers.js
+    `signTypedData(domain, types, message)` wants `types` without EIP712Domain; MetaMask
+    `eth_signTypedData_v4` wants the full document of POST /eip712/trade."""
+
+    domain: DomainOut
+    types: dict[str, list[TypedField]]
+    primaryTypes: list[str]
+
+
+class TypedDataDocument(BaseModel):
+    types: dict[str, list[TypedField]]
+    primaryType: str
+    domain: DomainOut
+    message: dict[str, Any]
+
+
+class TypedDataOut(ResponseModel):
+    typed_data: TypedDataDocument = Field(description="sign as is with eth_signTypedData_v4")
+    trade_id: str | None = Field(default=None, description="the trade's id (its EIP-712 digest)")
+
+
+class WorkerOut(ResponseModel):
+    alive: bool
+
+
+class HealthOut(ResponseModel):
+    status: Literal["ok", "unhealthy"]
+    chain_id: int
+    head: int | None = Field(description="latest block; null when the node cannot be reached")
+    index_checkpoint: int | None = Field(description="last block indexed; null before the first")
+    index_lag: int | None = Field(description="head - indexCheckpoint")
+    workers: dict[str, WorkerOut]
+    error: dict[str, str] | None = Field(description="why a worker stopped")
