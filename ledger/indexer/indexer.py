@@ -15,13 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
@@ -43,6 +42,7 @@ from ledger.indexer.decoder import (
     TradeRejected,
 )
 from ledger.indexer.ports import BlockHeader, LogSource
+from ledger.store.db import dialect_insert
 from ledger.store.models import (
     Base,
     IndexedBlock,
@@ -217,7 +217,7 @@ class Indexer:
         values = {"block_number": block.number, "block_hash": block.hash}
         if checkpoint is None:
             statement = (
-                _insert(session)(IndexerCheckpoint)
+                dialect_insert(session)(IndexerCheckpoint)
                 .values(name=self.name, **values)
                 .on_conflict_do_nothing()
                 .returning(IndexerCheckpoint.name)
@@ -432,16 +432,6 @@ def _participant_event(
 # --- writing -------------------------------------------------------------------------------------
 
 # INSERT .. ON CONFLICT DO NOTHING is spelled per dialect in SQLAlchemy.
-_INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-
-
-def _insert(session: Session) -> Callable[..., Any]:
-    dialect = session.get_bind().dialect.name
-    if dialect not in _INSERTS:
-        raise ConfigurationError(f"the indexer supports SQLite and PostgreSQL, not {dialect}", dialect=dialect)
-    return _INSERTS[dialect]
-
-
 def _insert_new(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
     """Bulk INSERT of `rows`, skipping those whose key (any unique key) is already stored.
 
@@ -449,7 +439,7 @@ def _insert_new(session: Session, model: type[Base], rows: list[dict[str, Any]])
     time and nothing the indexer uses (rows are dicts keyed by column name).
     """
     if rows:
-        session.execute(_insert(session)(model.__table__).on_conflict_do_nothing(), rows)
+        session.execute(dialect_insert(session)(model.__table__).on_conflict_do_nothing(), rows)
 
 
 def _require_known(session: Session, key: InstrumentedAttribute[str], values: Iterable[str], what: str) -> None:

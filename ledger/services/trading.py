@@ -21,6 +21,7 @@ from ledger.signing.trader import recover_signer
 from ledger.store import outbox, queries
 
 LIMITS_TTL_SECONDS = 30.0
+ACTIVE_TTL_SECONDS = 2.0
 # How stale the pre-check's view of the contract's pause may be; the contract stays the authority.
 PAUSED_TTL_SECONDS = 1.0
 
@@ -50,6 +51,7 @@ class TradingService:
         self._limits: tuple[float, TradeLimits] | None = None
         self._limits_lock = threading.Lock()
         self._paused: tuple[float, bool] | None = None
+        self._active: dict[str, float] = {}  # address -> when the index last said it is active
         self._paused_lock = threading.Lock()
 
     @property
@@ -169,7 +171,7 @@ class TradingService:
     ) -> None:
         trade = signed.trade
         check_terms(trade, limits, now)
-        if queries.get_trade(session, trade_id) is not None:
+        if queries.trade_exists(session, trade_id):
             raise errors.DuplicateTrade("this trade is recorded already", trade_id=trade_id)
         digest = bytes.fromhex(trade_id[2:])
         for party, signature in ((trade.seller, signed.seller_signature), (trade.buyer, signed.buyer_signature)):
@@ -186,9 +188,17 @@ class TradingService:
                 raise errors.ParticipantSuspended("a party is suspended", account=party)
 
     def _participant_status(self, session: Session, address: str) -> ParticipantStatus:
-        """The index answers for known active participants; anything else is asked of the chain,
-        which may be ahead of the index (a participant registered a block ago)."""
-        row = queries.get_participant(session, address)
-        if row is not None and row.status.value == ParticipantStatus.ACTIVE.value:
+        """The index answers for active participants (remembered for ACTIVE_TTL_SECONDS); anything
+        else is asked of the chain, which may be ahead of the index (a participant registered a
+        block ago). A suspension the index has not seen yet is caught by the contract, and the
+        submission is then rejected with `participant_suspended`."""
+        moment = time.monotonic()
+        seen = self._active.get(address)
+        if seen is not None and moment - seen < ACTIVE_TTL_SECONDS:
             return ParticipantStatus.ACTIVE
+        indexed = queries.participant_status(session, address)
+        if indexed is not None and indexed.value == ParticipantStatus.ACTIVE.value:
+            self._active[address] = moment
+            return ParticipantStatus.ACTIVE
+        self._active.pop(address, None)
         return self._ledger.participant(address).status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.errors import ConfigurationError
 
 # How long a SQLite connection waits for another connection's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -18,8 +22,18 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 _MIGRATIONS = "ledger.store:migrations"
 
 
+_INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
 # Execution option of engines whose transactions only read (see make_session_factory).
 _READ_ONLY = "gridledger_read_only"
+
+
+def dialect_insert(session: Session) -> Callable[..., Any]:
+    """The INSERT construct of the session's database, which has ON CONFLICT DO NOTHING."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in _INSERTS:
+        raise ConfigurationError(f"the ledger's store supports SQLite and PostgreSQL, not {dialect}", dialect=dialect)
+    return _INSERTS[dialect]
 
 
 def make_engine(url: str | URL) -> Engine:

@@ -13,11 +13,11 @@ from typing import Any, cast
 from uuid import uuid4
 
 from sqlalchemy import ColumnElement, CursorResult, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ledger.errors import ConflictError, NotFoundError
-from ledger.store.models import Submission, SubmissionStatus, hash32
+from ledger.store.db import dialect_insert
+from ledger.store.models import Submission, SubmissionStatus, hash32, utc_now
 
 ACCEPTED = SubmissionStatus.ACCEPTED
 PENDING = SubmissionStatus.PENDING
@@ -26,23 +26,33 @@ REJECTED = SubmissionStatus.REJECTED
 
 
 def add_submission(session: Session, trade_id: str, payload: Mapping[str, Any]) -> tuple[Submission, bool]:
-    """Accept a signed trade once: (the new row, True), or (the row already there, False)."""
+    """Accept a signed trade once: (the new row, True), or (the row already there, False).
+
+    One INSERT ... ON CONFLICT DO NOTHING: a concurrent transaction adding the same trade cannot
+    make it fail, and the common case (a new trade) costs a single statement."""
     trade_id = hash32(trade_id, field="trade_id")
+    now = utc_now()
+    statement = (
+        dialect_insert(session)(Submission)
+        .values(
+            id=str(uuid4()),
+            trade_id=trade_id,
+            payload=dict(payload),
+            status=ACCEPTED,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[Submission.trade_id])
+        .returning(Submission)
+    )
+    submission = session.scalars(statement).one_or_none()
+    if submission is not None:
+        return submission, True
     existing = get_submission_by_trade(session, trade_id)
-    if existing is not None:
-        return existing, False
-    submission = Submission(id=str(uuid4()), trade_id=trade_id, payload=dict(payload), status=ACCEPTED)
-    try:
-        # A concurrent transaction may insert the same trade between our SELECT and INSERT; the
-        # unique constraint decides, and the SAVEPOINT keeps the caller's transaction usable.
-        with session.begin_nested():
-            session.add(submission)
-    except IntegrityError:
-        winner = get_submission_by_trade(session, trade_id)
-        if winner is None:  # the violation was not the trade_id; do not hide it
-            raise
-        return winner, False
-    return submission, True
+    if existing is None:  # a conflict on another key: not ours to hide
+        raise ConflictError("the submission could not be stored", trade_id=trade_id)
+    return existing, False
 
 
 def get_submission(session: Session, submission_id: str) -> Submission | None:

@@ -95,6 +95,17 @@ def list_trades(
     return _page(session, statement, Trade, limit, cursor)
 
 
+def participant_status(session: Session, address: str) -> ParticipantStatus | None:
+    """The indexed status of a participant alone (no events), or None when the index has none."""
+    statement = select(Participant.status).where(Participant.address == checksum_address(address, field="address"))
+    return session.scalar(statement)
+
+
+def trade_exists(session: Session, trade_id: str) -> bool:
+    statement = select(Trade.trade_id).where(Trade.trade_id == hash32(trade_id, field="trade_id"))
+    return session.scalar(statement) is not None
+
+
 def indexer_checkpoint(session: Session, name: str) -> IndexerCheckpoint | None:
     """The last final block the indexer `name` has fully indexed, or None before its first step."""
     return session.get(IndexerCheckpoint, name)
