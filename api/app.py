@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.body_limit import BodyLimit
-from api.routers import eip712, health, participants, settlement, submissions, trades
+from api.routers import eip712, health, metering, participants, settlement, submissions, trades
 from ledger.config import Settings
 from ledger.services.context import LedgerContext
 from ledger.services.runtime import LedgerService
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
     if service is not None:
         app.state.service = service
     problems.install(app)
-    for module in (trades, submissions, participants, settlement, eip712, health):
+    for module in (trades, submissions, participants, metering, settlement, eip712, health):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger import errors
 from ledger.chain.rpc import RpcCallError
+from ledger.domain import metering
 from ledger.services import settlement
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     RpcCallError: 502,  # the node answered, with an error we did not expect
     # The run's values exceed what the index holds (market limits raised far beyond the defaults).
     settlement.SettlementValueOutOfRange: 422,
+    # A refused readings or prices body; the metering routes render its per-row errors.
+    metering.MeteringFileError: 422,
+    # A stored batch no longer rebuilds its committed root: the store, not the request, is wrong.
+    metering.BatchIntegrityError: 500,
     errors.LedgerError: 500,
 }
 

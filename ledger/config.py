@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     relayer_batch_window_ms: int = Field(default=200, ge=0)
     relayer_max_in_flight: int = Field(default=4, ge=1)
 
+    # Settlement parameters (SETTLEMENT.md "Inputs of a run"); both enter every run's inputs hash,
+    # so changing one makes the next run of a period a new version. uint32 on chain.
+    tolerance_bps: int = Field(default=300, ge=0, le=2**32 - 1)
+    penalty_bps: int = Field(default=2000, ge=0, le=2**32 - 1)
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "production":

@@ -201,9 +201,10 @@ def test_claim_accepted_takes_the_oldest_first(store_session_factory: sessionmak
         assert [s.id for s in outbox.claim_accepted(session, 10)] == ids[3:]
 
 
+# PostgreSQL only: SQLite serialises whole write transactions instead (BEGIN IMMEDIATE).
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_claim_accepted_skips_rows_another_relayer_holds(store_session_factory: sessionmaker[Session]) -> None:
-    if store_session_factory.kw["bind"].dialect.name != "postgresql":
-        pytest.skip("SQLite serialises whole transactions instead (BEGIN IMMEDIATE)")
     ids = add_accepted(store_session_factory, 4)
     with store_session_factory.begin() as first, store_session_factory.begin() as second:
         assert [s.id for s in outbox.claim_accepted(first, 2)] == ids[:2]

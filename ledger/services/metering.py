@@ -230,6 +230,7 @@ class _Kind:
     commit: Callable[[MeterDataContract, AnyBatch], Receipt]
     view: Callable[[MeterDataContract, str], MeterBatch]
     event: str  # the commit event's signature, to find a commit whose receipt was lost
+    count_column: str
 
     @property
     def topic(self) -> str:
@@ -254,6 +255,7 @@ READINGS = _Kind(
     _commit_readings,
     MeterDataContract.reading_batch,
     "ReadingBatchCommitted(bytes32,uint64,uint64,bytes32,uint32,bytes32,address)",
+    "reading_count",
 )
 PRICES = _Kind(
     "prices",
@@ -261,6 +263,7 @@ PRICES = _Kind(
     _commit_prices,
     MeterDataContract.price_batch,
     "PriceBatchCommitted(bytes32,uint64,uint64,bytes32,uint32,bytes32,address)",
+    "price_count",
 )
 
 
@@ -268,41 +271,46 @@ PRICES = _Kind(
 
 
 class RegisteredParticipants(Container[str]):
-    """`address in registered` for EIP-55 addresses: the index, then the chain, for one import.
-    Positive answers are kept by the service (a registration cannot be undone)."""
+    """`address in registered` for EIP-55 addresses, for one import: the index first, then the
+    chain. Registered addresses go into `known`, which outlives the import (a registration
+    cannot be undone); unknown ones are remembered for this import only (one may register later)."""
 
-    def __init__(self, service: MeteringService) -> None:
-        self._service = service
+    def __init__(self, context: LedgerContext, known: set[str]) -> None:
+        self._context = context
+        self._known = known
+        self._unknown: set[str] = set()
         self._index_read = False
 
     def __contains__(self, address: object) -> bool:
-        known = self._service._registered
-        if not isinstance(address, str) or not is_address(address):
+        if not isinstance(address, str):
             return False
-        if address in known:
+        if address in self._known:
             return True
+        if address in self._unknown or not is_address(address):
+            return False
         if not self._index_read:
             self._index_read = True
-            with self._service.context.read_sessions() as session:
-                known.update(session.scalars(select(Participant.address)))
-            if address in known:
+            with self._context.read_sessions() as session:
+                self._known.update(session.scalars(select(Participant.address)))
+            if address in self._known:
                 return True
-        if self._service.context.operator.participant(address).status is ParticipantStatus.NONE:
+        if self._context.operator.participant(address).status is ParticipantStatus.NONE:
+            self._unknown.add(address)
             return False
-        known.add(address)
+        self._known.add(address)
         return True
 
 
 class MeteringService:
     def __init__(self, context: LedgerContext) -> None:
         self.context = context
-        self._registered: set[str] = set()
+        self._known_participants: set[str] = set()
         # One import at a time in this process: a second import of the same batch waits and then
         # finds it committed, instead of racing it to the chain.
         self._lock = threading.Lock()
 
     def registered_participants(self) -> RegisteredParticipants:
-        return RegisteredParticipants(self)
+        return RegisteredParticipants(self.context, self._known_participants)
 
     # --- parsing, with this ledger's participants ---------------------------------------
 
@@ -404,7 +412,7 @@ class MeteringService:
                     supersedes=plan.supersedes,
                     source=source,
                     status=BatchStatus.PREPARED,
-                    **{f"{'reading' if kind is READINGS else 'price'}_count": plan.count},
+                    **{kind.count_column: plan.count},
                 )
                 metering_queries.add_batch(session, batch, rows, progress=progress)
                 return batch, True
