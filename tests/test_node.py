@@ -1,10 +1,13 @@
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 from eth_account import Account
 
+from ledger.chain.compiler import PROJECT_ROOT
 from ledger.chain.node import DEV_ACCOUNT_KEYS, DEV_MNEMONIC, LocalNode, connect
 from ledger.errors import ChainError
 
@@ -86,3 +89,38 @@ def test_node_that_dies_is_reported_with_its_log() -> None:
             pass
 
     assert node.pid is None
+
+
+@pytest.mark.anvil
+def test_a_node_does_not_outlive_a_killed_caller() -> None:
+    """A caller killed without a chance to call stop() (SIGKILL) takes its node with it."""
+    script = (
+        "import sys, time\n"
+        "from ledger.chain.node import LocalNode\n"
+        "node = LocalNode('anvil').start()\n"
+        "node.wait_ready()\n"
+        "print(node.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    assert caller.stdout is not None
+    node_pid = int(caller.stdout.readline())
+    os.kill(node_pid, 0)  # running
+
+    caller.kill()
+    caller.wait()
+
+    deadline = time.monotonic() + 10
+    while _alive(node_pid):
+        assert time.monotonic() < deadline, "the node outlived its caller"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (dead, not yet reaped by init) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"

@@ -7,11 +7,13 @@ the standard test mnemonic, so `DEV_ACCOUNT_KEYS` hold on either.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -112,6 +114,7 @@ class LocalNode:
                 # Its own process group, so stop() reaches anything the node spawns and a Ctrl-C
                 # meant for the caller does not kill the node half-way.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         return self
 
@@ -197,6 +200,18 @@ class LocalNode:
         with self._log_path.open("rb") as log:
             log.seek(max(0, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
             return log.read().decode("utf-8", "replace").strip() or "(empty log)"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGTERM when its parent dies, so a node
+    outlives neither a killed caller nor one that a signal ended without running `stop()`
+    (uvicorn re-raises SIGTERM after its graceful shutdown). Linux ties this to the thread that
+    started the node: start nodes from a thread that lives as long as they should."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def connect(rpc_url: str, expected_chain_id: int, *, timeout: float = 10) -> Web3:
