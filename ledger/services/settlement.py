@@ -225,7 +225,7 @@ class RunAction(StrEnum):
 class RunOutcome:
     run: RunSummary
     action: RunAction
-    gas_used: int | None = None  # of the commitRun transaction this invocation sent
+    gas_used: int | None = None  # of the run's commitRun transaction, when this invocation saw its receipt
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     @property
@@ -451,7 +451,7 @@ class SettlementService:
                 report(ProgressEvent(Step.DONE, f"version {current.version} has these inputs already"))
                 return RunOutcome(current, RunAction.UNCHANGED, None, timings)
             version = (current.version if current is not None else 0) + 1
-            self._check_chain_version(period_start, period_end, version)
+            self._check_chain_version(period_start, period_end, version, gathered.inputs_hash)
 
             counts = f"{len(gathered.trades)} trades, {len(gathered.readings)} readings"
             report(ProgressEvent(Step.COMPUTING, f"version {version}: {counts}"))
@@ -486,6 +486,7 @@ class SettlementService:
     def gather_inputs(self, period_start: int, period_end: int) -> GatheredInputs:
         """The inputs of a run of the period as the index has them now, and their hash."""
         with self._read_sessions() as session:
+            _one_snapshot(session)
             trades = _active_trades(session, period_start, period_end)
             reading_rows = metering_queries.latest_readings(session, period_start, period_end)
             batches = {
@@ -572,18 +573,22 @@ class SettlementService:
             ).first()
             return None if row is None else RunSummary.of(row)
 
-    def _check_chain_version(self, period_start: int, period_end: int, version: int) -> None:
-        """The chain may have the version we are about to compute (a lost index: the commit then
-        adopts it if it is equal), never a later one."""
+    def _check_chain_version(self, period_start: int, period_end: int, version: int, digest: str) -> None:
+        """The chain may have the version about to be computed only if the index lost it: then
+        with the same inputs (the commit adopts it once the root is equal too); never a later one.
+        Checked before anything is written, so that a refusal leaves nothing behind."""
         latest = self._settler.latest_version(period_start, period_end)
-        if latest > version:
-            raise RunMismatch(
-                "the chain has later versions of this period than the index: restore the index first",
-                period_start=period_start,
-                period_end=period_end,
-                chain_version=latest,
-                index_version=version - 1,
-            )
+        if latest < version:
+            return
+        if latest == version and self._settler.run(run_id(period_start, period_end, version)).inputs_hash == digest:
+            return
+        raise RunMismatch(
+            "the chain has versions of this period the index does not: restore the index first",
+            period_start=period_start,
+            period_end=period_end,
+            chain_version=latest,
+            index_version=version - 1,
+        )
 
     def _write_computed(self, gathered: GatheredInputs, result: SettlementResult, root: str, report: Progress) -> None:
         """The run, its input references, lines and positions: one transaction, all or nothing."""
@@ -1136,6 +1141,14 @@ class SettlementService:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _one_snapshot(session: Session) -> None:
+    """All reads of the session see one state of the index: the readings and the batches they
+    come from must not straddle an import committed in between. SQLite's read transaction is a
+    snapshot already (WAL); PostgreSQL's default, READ COMMITTED, is not."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
 def _active_trades(session: Session, period_start: int, period_end: int) -> list[RecordedTrade]:
