@@ -431,6 +431,7 @@ def _participant_event(
 
 # --- writing -------------------------------------------------------------------------------------
 
+
 # INSERT .. ON CONFLICT DO NOTHING is spelled per dialect in SQLAlchemy.
 def _insert_new(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
     """Bulk INSERT of `rows`, skipping those whose key (any unique key) is already stored.
