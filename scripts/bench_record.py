@@ -47,6 +47,7 @@ from ledger.domain.units import INTERVAL_SECONDS, to_datetime
 from ledger.signing.eip712 import Domain
 from ledger.signing.trader import countersigned, new_nonce
 from ledger.store.models import Submission, SubmissionStatus
+from scripts.progress import Progress, chunks
 
 CHAIN_ID = 31337
 
@@ -61,20 +62,6 @@ class Figure:
     @property
     def rate(self) -> float:
         return self.trades / self.seconds
-
-
-class Progress:
-    """Periodic counts on stderr, so a long run shows it is alive."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done, self._last = label, total, 0, 0.0
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last > 1.0 or self.done >= self.total:
-            self._last = now
-            print(f"  {self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -135,7 +122,7 @@ def record_one_per_tx(ledger: TradeLedgerContract, trades: list[SignedTrade]) ->
     started = time.monotonic()
     gas = 0
     progress = Progress("baseline", len(trades))
-    for chunk in _chunks(trades, 100):
+    for chunk in chunks(trades, 100):
         txs = []
         for signed in chunk:
             data = ledger.encode("recordTrade", [signed.as_tuple()])
@@ -154,8 +141,8 @@ def record_batches(ledger: TradeLedgerContract, trades: list[SignedTrade], batch
     started = time.monotonic()
     gas = recorded = 0
     progress = Progress("ledger batches", len(trades))
-    for round_ in _chunks(trades, batch_size * in_flight):
-        txs = [ledger.sign_record_trades(batch) for batch in _chunks(round_, batch_size)]
+    for round_ in chunks(trades, batch_size * in_flight):
+        txs = [ledger.sign_record_trades(batch) for batch in chunks(round_, batch_size)]
         refused = ledger.sender.broadcast(txs)
         if refused:
             raise RuntimeError(f"refused: {next(iter(refused.values()))}")
@@ -237,7 +224,7 @@ def record_over_http(
         if not ok:
             raise RuntimeError(f"the service refused a trade: {answer.status_code} {answer.text[:300]}")
 
-    chunks = list(_chunks(trades, per_request))
+    requests = list(chunks(trades, per_request))
     with ThreadPoolExecutor(clients) as pool:
         local = threading.local()
 
@@ -247,7 +234,7 @@ def record_over_http(
             post(chunk, local.client)
             return len(chunk)
 
-        for done in pool.map(worker, chunks):
+        for done in pool.map(worker, requests):
             progress.add(done)
     accepted = time.monotonic() - started
     with engine.connect() as db:
@@ -292,11 +279,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _chunks(items: list[SignedTrade], size: int) -> Iterator[list[SignedTrade]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def main(argv: list[str] | None = None) -> int:

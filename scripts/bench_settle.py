@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -46,29 +46,11 @@ from ledger.services.metering import MeteringService
 from ledger.services.runtime import LedgerService
 from ledger.services.settlement import ProgressEvent, SettlementService
 from ledger.signing.trader import countersigned
+from scripts.progress import Progress, chunks
 
 CHAIN_ID = 31337
 INTERVALS_PER_DAY = 96
 T = TypeVar("T")
-
-
-class Progress:
-    """Counts on stderr at most once a second, so a long preparation shows it is alive."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done, self._last = label, total, 0, 0.0
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last > 1.0 or self.done >= self.total:
-            self._last = now
-            print(f"  {self.label}: {self.done:,}/{self.total:,}", file=sys.stderr, flush=True)
-
-
-def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def chain_now(context: LedgerContext) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +109,7 @@ class TradeLedgerContract(ContractCalls):
             ],
         )
 
-    def sign_record_trades(self, batch: list[SignedTrade], gas: int | None = None) -> SignedTransaction:
+    def sign_record_trades(self, batch: Sequence[SignedTrade], gas: int | None = None) -> SignedTransaction:
         """A signed `recordTrades` transaction, not yet sent: the relayer stores its hash first."""
         data = self.encode("recordTrades", [[s.as_tuple() for s in batch]])
         return self.sender.sign(self.address, data, gas or BATCH_BASE_GAS + BATCH_GAS_PER_TRADE * len(batch))
