@@ -13,8 +13,8 @@ import logging
 import sys
 
 import uvicorn
-from api.app import create_app
 
+from api.app import create_app
 from ledger.chain.node import LocalNode
 from ledger.config import PROJECT_ROOT, Settings
 from ledger.errors import LedgerError
