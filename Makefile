@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint deps bench clean
+.PHONY: run test lint deps bench clean browser
 
 deps: $(VENV)/.installed node_modules/.installed
 
@@ -21,8 +21,13 @@ node_modules/.installed: package.json package-lock.json
 run: deps
 	$(BIN)/python -m scripts.serve
 
+# Debian's Chromium for the explorer's browser test; nothing to do where it is installed.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "could not install chromium: tests/test_explorer.py will fail (deselect with -m 'not browser')" >&2
+
 ## The whole test suite (needs PostgreSQL at 127.0.0.1:5432, see README)
-test: deps
+test: deps browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: deps

@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import problems
+from api import explorer, problems
 from api.body_limit import BodyLimit
-from api.routers import eip712, health, metering, participants, settlement, submissions, trades
+from api.routers import audit, eip712, exports, health, metering, participants, settlement, submissions, trades
 from ledger.config import Settings
 from ledger.services.context import LedgerContext
 from ledger.services.runtime import LedgerService
@@ -65,8 +65,9 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
     if service is not None:
         app.state.service = service
     problems.install(app)
-    for module in (trades, submissions, participants, metering, settlement, eip712, health):
+    for module in (trades, submissions, participants, metering, settlement, eip712, health, audit, exports):
         app.include_router(module.router)
+    explorer.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

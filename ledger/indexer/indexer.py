@@ -1,13 +1,31 @@
-"""Indexes the ledger contract's final events into the store.
+"""Indexes the ledger contract's events into the store.
 
-Each `step` takes the next range of final blocks (at most `max_blocks_per_step`), checks that the
+Each `step` takes the next range of blocks (at most `max_blocks_per_step`), checks that the
 chain still extends what was indexed, and writes the range's rows together with the new
 checkpoint in one database transaction: a crash leaves the previous checkpoint, and re-running a
 range inserts nothing twice (rows are keyed by trade id, address, or (block hash, log index)).
 
-Only final blocks are indexed, so a reorg that reaches them is not something to undo: it halts
-the indexer with ReorgBeyondFinalityError. `indexed_blocks` keeps the last WINDOW_BLOCKS headers
-for the day non-final blocks are indexed and undone back to a fork point.
+By default only final blocks (with `confirmations` confirmations) are indexed, so a reorg that
+reaches them is not something to undo: it halts the indexer with ReorgBeyondFinalityError.
+
+With `follow_head=True` the indexer also indexes the blocks above the final ones, up to the head.
+Two checkpoints are kept: `name` is still the last FINAL indexed block (so every reader of the
+checkpoint, settlement included, keeps its meaning) and `name:head` the last indexed block; a row
+whose block_number is above the final checkpoint is unconfirmed (`final_block_number`). Each step
+first fetches the head checkpoint's block again; when its hash changed (or the chain got shorter)
+the fork point is found by walking `indexed_blocks` (the last WINDOW_BLOCKS headers) down until a
+stored hash equals the chain's, and the index is rolled back to it in one transaction:
+
+  - every event row and every trade/participant row of the orphaned blocks is deleted;
+  - the status of each remaining trade or participant that an orphaned event had changed is
+    recomputed from its remaining events (a status is the last status event's, or the initial
+    one when none remains): every status event sets an absolute status, so this equals a replay
+    and needs no undo log;
+  - the orphaned `indexed_blocks` are deleted and the head checkpoint moves to the fork point.
+
+The next blocks of the new chain are then indexed as usual. A fork point below the final
+checkpoint (a reorg deeper than the confirmations) halts with ReorgBeyondFinalityError before
+anything is written.
 """
 
 from __future__ import annotations
@@ -15,7 +33,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -61,6 +81,7 @@ from ledger.store.models import (
 logger = logging.getLogger(__name__)
 
 WINDOW_BLOCKS = 256
+PREFETCH_RANGES = 2  # ranges catch_up reads ahead of the one it decodes
 PROGRESS_LOG_SECONDS = 30.0
 
 
@@ -88,12 +109,20 @@ class MissingHistoryError(LedgerError):
     code = "missing_history"
 
 
+class ChainReorganizedError(ChainError):
+    """The chain changed while a step read it (follow_head mode): the next step rolls back."""
+
+    code = "chain_reorganized"
+    retryable = True
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     from_block: int
     to_block: int  # from_block - 1 when no new block was final
     events: int  # ledger events indexed (events in IGNORED_EVENTS are not counted)
     head: int
+    rolled_back_to: int | None = None  # the fork point when this step undid a reorg first
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +143,7 @@ class Indexer:
         confirmations: int,
         name: str = "main",
         max_blocks_per_step: int = 2000,
+        follow_head: bool = False,
     ) -> None:
         if start_block < 0 or confirmations < 0 or max_blocks_per_step < 1:
             raise ConfigurationError(
@@ -122,6 +152,11 @@ class Indexer:
                 confirmations=confirmations,
                 max_blocks_per_step=max_blocks_per_step,
             )
+        if follow_head and confirmations >= WINDOW_BLOCKS:
+            # Every non-final indexed block must stay in the window, or no fork point is found.
+            raise ConfigurationError(f"follow_head needs confirmations < {WINDOW_BLOCKS}", confirmations=confirmations)
+        self._follow_head = follow_head
+        self._head_name = head_checkpoint_name(name)
         self.name = name
         self._source = source
         self._session_factory = session_factory
@@ -133,7 +168,9 @@ class Indexer:
         self._max_blocks_per_step = max_blocks_per_step
 
     def step(self) -> StepResult:
-        """Index the next range of final blocks, if any."""
+        """Index the next range of final blocks (or, following the head, of any blocks), if any."""
+        if self._follow_head:
+            return self._step_head()
         checkpoint = self._load_checkpoint()
         first = checkpoint.block_number + 1 if checkpoint else self._start_block
         head = self._source.head_block_number()
@@ -159,6 +196,57 @@ class Indexer:
             _remember_blocks(session, headers[-WINDOW_BLOCKS:])
         return StepResult(from_block=first, to_block=last, events=len(events), head=head)
 
+    def catch_up(self, on_step: Callable[[StepResult], None] | None = None) -> None:
+        """Index every block that is final now, as a three-stage pipeline (final mode only).
+
+        For a rebuild (scripts/reindex.py): a fetcher thread reads the next ranges' headers and
+        logs, this thread decodes and checks them in chain order, and a writer thread commits each
+        range with its checkpoint, exactly as `step` would, one range after the other (node I/O,
+        SQLite's own work and decoding overlap). Stopping it anywhere leaves a valid checkpoint.
+        """
+        if self._follow_head:
+            raise ConfigurationError("catch_up indexes final blocks only; step a follow_head indexer")
+        checkpoint = self._load_checkpoint()
+        first = checkpoint.block_number + 1 if checkpoint else self._start_block
+        head = self._source.head_block_number()
+        last_final = self._last_final(head)
+        ranges = [
+            (start, min(start + self._max_blocks_per_step - 1, last_final))
+            for start in range(first, last_final + 1, self._max_blocks_per_step)
+        ]
+
+        def fetch(block_range: tuple[int, int]) -> tuple[list[BlockHeader], list[Mapping[str, Any]]]:
+            start, end = block_range
+            numbers = ([start - 1] if start > self._start_block else []) + list(range(start, end + 1))
+            return self._source.get_blocks(numbers), self._source.get_logs(self._addresses, start, end)
+
+        def write(previous: _Checkpoint | None, headers: list[BlockHeader], rows: _Rows) -> None:
+            with self._session_factory.begin() as session:
+                self._advance_checkpoint(session, previous, headers[-1])
+                rows.write(session)
+                _remember_blocks(session, headers[-WINDOW_BLOCKS:])
+
+        with ThreadPoolExecutor(1, "indexer-fetch") as fetcher, ThreadPoolExecutor(1, "indexer-write") as writer:
+            fetches = deque(fetcher.submit(fetch, block_range) for block_range in ranges[:PREFETCH_RANGES])
+            pending: Future[None] | None = None
+            for index, (start, end) in enumerate(ranges):
+                headers, logs = fetches.popleft().result()
+                if index + PREFETCH_RANGES < len(ranges):
+                    fetches.append(fetcher.submit(fetch, ranges[index + PREFETCH_RANGES]))
+                numbers = ([checkpoint.block_number] if checkpoint else []) + list(range(start, end + 1))
+                _check_continuity(numbers, headers, checkpoint)
+                blocks = {header.number: header for header in (headers[1:] if checkpoint else headers)}
+                events = self._decode(logs, blocks)
+                rows = _project(events, blocks, self._decoder)
+                if pending is not None:
+                    pending.result()  # one range at most waits to be written; its errors surface here
+                pending = writer.submit(write, checkpoint, headers, rows)
+                checkpoint = _Checkpoint(headers[-1].number, headers[-1].hash)
+                if on_step is not None:
+                    on_step(StepResult(from_block=start, to_block=end, events=len(events), head=head))
+            if pending is not None:
+                pending.result()
+
     def run(self, stop: threading.Event, poll_interval: float = 2.0) -> None:
         """Step until `stop` is set: back to back while behind, every `poll_interval` s once caught up.
 
@@ -177,18 +265,101 @@ class Indexer:
                 logger.warning("indexer %s: step failed, retrying in %.1f s: %s", self.name, poll_interval, exc)
                 stop.wait(poll_interval)
                 continue
-            progress.add(result, self._last_final(result.head))
-            if result.to_block >= self._last_final(result.head):
+            target = self.target_block(result.head)
+            progress.add(result, target)
+            if result.to_block >= target:
                 stop.wait(poll_interval)
         logger.info("indexer %s: stopped", self.name)
+
+    def _step_head(self) -> StepResult:
+        tip = self._load_checkpoint(self._head_name)
+        head = self._source.head_block_number()
+        rolled_back_to = None
+        if tip is not None and (
+            head < tip.block_number or self._source.get_blocks([tip.block_number])[0].hash != tip.block_hash
+        ):
+            rolled_back_to = self._roll_back(tip, head)
+            tip = self._load_checkpoint(self._head_name)
+        first = tip.block_number + 1 if tip else self._start_block
+        last = min(head, first + self._max_blocks_per_step - 1)
+        numbers = ([tip.block_number] if tip else []) + list(range(first, last + 1))
+        nothing_new = StepResult(
+            from_block=first, to_block=first - 1, events=0, head=head, rolled_back_to=rolled_back_to
+        )
+        if last < first:
+            return nothing_new
+        headers = self._source.get_blocks(numbers)
+        _check_continuity(numbers, headers, tip, moved=_chain_moved)
+        blocks = {header.number: header for header in (headers[1:] if tip else headers)}
+        events = self._decode(self._source.get_logs(self._addresses, first, last), blocks)
+        rows = _project(events, blocks, self._decoder)
+        final_number = min(last, self._last_final(head))
+
+        with self._session_factory.begin() as session:
+            self._advance_checkpoint(session, tip, headers[-1], self._head_name)
+            rows.write(session)
+            _remember_blocks(session, headers[-WINDOW_BLOCKS:])
+            self._advance_final(session, final_number)
+        return StepResult(from_block=first, to_block=last, events=len(events), head=head, rolled_back_to=rolled_back_to)
+
+    def _advance_final(self, session: Session, number: int) -> None:
+        """Move the final checkpoint up to block `number` (already in indexed_blocks), never down."""
+        final = session.get(IndexerCheckpoint, self.name)
+        if number < self._start_block or (final is not None and final.block_number >= number):
+            return
+        block_hash = session.scalar(select(IndexedBlock.hash).where(IndexedBlock.number == number))
+        if block_hash is None:  # pragma: no cover - the window holds every non-final block
+            raise ConflictError(f"indexer {self.name}: block {number} left the window", block_number=number)
+        if final is None:
+            session.add(IndexerCheckpoint(name=self.name, block_number=number, block_hash=block_hash))
+        else:
+            final.block_number, final.block_hash = number, block_hash
+
+    def _roll_back(self, tip: _Checkpoint, head: int) -> int:
+        """Undo the orphaned blocks above the fork point in one transaction; returns the fork point."""
+        final = self._load_checkpoint()
+        with self._session_factory() as session:
+            stored = {
+                number: block_hash
+                for number, block_hash in session.execute(
+                    select(IndexedBlock.number, IndexedBlock.hash).where(IndexedBlock.number <= tip.block_number)
+                )
+            }
+        on_chain = {h.number: h.hash for h in self._source.get_blocks(sorted(n for n in stored if n <= head))}
+        fork = next((n for n in sorted(stored, reverse=True) if on_chain.get(n) == stored[n]), None)
+        if fork is None or (final is not None and fork < final.block_number):
+            lowest = min(stored) if fork is None else fork + 1
+            raise ReorgBeyondFinalityError(
+                "no block of the recent window is still on the chain"
+                if fork is None
+                else f"the fork point {fork} is below the final checkpoint {final.block_number if final else ''}",
+                block_number=lowest,
+                expected_hash=stored.get(lowest, ""),
+                actual_hash=on_chain.get(lowest, "(none)"),
+            )
+        logger.warning(
+            "indexer %s: reorg: blocks %d..%d were replaced; rolling back to block %d",
+            self.name,
+            fork + 1,
+            tip.block_number,
+            fork,
+        )
+        with self._session_factory.begin() as session:
+            self._advance_checkpoint(session, tip, BlockHeader(fork, stored[fork], "", 0), self._head_name)
+            _undo_above(session, fork)
+        return fork
+
+    def target_block(self, head: int) -> int:
+        """The last block a step would index with the chain at `head`: caught up once there."""
+        return head if self._follow_head else self._last_final(head)
 
     def _last_final(self, head: int) -> int:
         # Block n is final when head - n + 1 >= confirmations.
         return head - self._confirmations + 1
 
-    def _load_checkpoint(self) -> _Checkpoint | None:
+    def _load_checkpoint(self, name: str | None = None) -> _Checkpoint | None:
         with self._session_factory() as session:
-            row = session.get(IndexerCheckpoint, self.name)
+            row = session.get(IndexerCheckpoint, name or self.name)
             return None if row is None else _Checkpoint(row.block_number, row.block_hash)
 
     def _decode(self, logs: Iterable[Mapping[str, Any]], blocks: Mapping[int, BlockHeader]) -> list[LedgerEvent]:
@@ -202,6 +373,8 @@ class Indexer:
                     block_number=origin.block_number,
                 )
             if header.hash != origin.block_hash:
+                if self._follow_head:
+                    raise _chain_moved("a log's block hash differs from the block's", origin.block_number)
                 raise ReorgBeyondFinalityError(
                     "a log's block hash differs from the block's",
                     block_number=origin.block_number,
@@ -212,13 +385,16 @@ class Indexer:
         events.sort(key=lambda event: (event.provenance.block_number, event.provenance.log_index))
         return events
 
-    def _advance_checkpoint(self, session: Session, checkpoint: _Checkpoint | None, block: BlockHeader) -> None:
+    def _advance_checkpoint(
+        self, session: Session, checkpoint: _Checkpoint | None, block: BlockHeader, name: str | None = None
+    ) -> None:
         """Move the checkpoint to `block` only if it is still where this step read it."""
+        name = name or self.name
         values = {"block_number": block.number, "block_hash": block.hash}
         if checkpoint is None:
             statement = (
                 dialect_insert(session)(IndexerCheckpoint)
-                .values(name=self.name, **values)
+                .values(name=name, **values)
                 .on_conflict_do_nothing()
                 .returning(IndexerCheckpoint.name)
             )
@@ -228,7 +404,7 @@ class Indexer:
             update_statement = (
                 update(IndexerCheckpoint)
                 .where(
-                    IndexerCheckpoint.name == self.name,
+                    IndexerCheckpoint.name == name,
                     IndexerCheckpoint.block_number == checkpoint.block_number,
                     IndexerCheckpoint.block_hash == checkpoint.block_hash,
                 )
@@ -239,15 +415,42 @@ class Indexer:
             moved = session.execute(update_statement).first() is not None
         if not moved:
             raise ConflictError(
-                f"indexer {self.name}: the checkpoint moved during the step; is a second indexer "
-                "with this name running?",
-                name=self.name,
+                f"indexer {name}: the checkpoint moved during the step; is a second indexer with this name running?",
+                name=name,
             )
 
 
-def _check_continuity(numbers: Sequence[int], headers: Sequence[BlockHeader], checkpoint: _Checkpoint | None) -> None:
+def head_checkpoint_name(name: str) -> str:
+    """The checkpoint of the last indexed block (final or not) of a follow_head indexer."""
+    return f"{name}:head"
+
+
+def final_block_number(session: Session, name: str = "main") -> int | None:
+    """The last final indexed block: rows with a higher block_number are unconfirmed (follow_head)."""
+    row = session.get(IndexerCheckpoint, name)
+    return None if row is None else row.block_number
+
+
+def _chain_moved(message: str, block_number: int) -> ChainReorganizedError:
+    return ChainReorganizedError(f"the chain changed during the step: {message}", block_number=block_number)
+
+
+def _check_continuity(
+    numbers: Sequence[int],
+    headers: Sequence[BlockHeader],
+    checkpoint: _Checkpoint | None,
+    moved: Callable[[str, int], LedgerError] | None = None,
+) -> None:
+    """`moved` builds the error for a chain that changed; without it, that is a final reorg."""
     if [header.number for header in headers] != list(numbers):
         raise ChainError("the node answered other blocks than those asked", asked=[numbers[0], numbers[-1]])
+    if moved is not None:
+        if checkpoint is not None and headers[0].hash != checkpoint.block_hash:
+            raise moved("the checkpoint block was replaced", checkpoint.block_number)
+        for parent, child in pairwise(headers):
+            if child.parent_hash != parent.hash:
+                raise moved(f"block {child.number} does not build on block {parent.number}", parent.number)
+        return
     if checkpoint is not None and headers[0].hash != checkpoint.block_hash:
         raise ReorgBeyondFinalityError(
             "the checkpoint block was replaced",
@@ -463,6 +666,57 @@ def _remember_blocks(session: Session, headers: Sequence[BlockHeader]) -> None:
         [{"number": h.number, "hash": h.hash, "parent_hash": h.parent_hash, "timestamp": h.timestamp} for h in headers],
     )
     session.execute(delete(IndexedBlock).where(IndexedBlock.number <= headers[-1].number - WINDOW_BLOCKS))
+
+
+def _undo_above(session: Session, fork: int) -> None:
+    """Delete what blocks above `fork` wrote and recompute the statuses their events had set."""
+    trade_status_kinds = [TradeEventKind.CANCELLED, TradeEventKind.AMENDED]
+    participant_status_kinds = [ParticipantEventKind.SUSPENDED, ParticipantEventKind.REINSTATED]
+    touched_trades = set(
+        session.scalars(
+            select(TradeEvent.trade_id).where(TradeEvent.block_number > fork, TradeEvent.event.in_(trade_status_kinds))
+        )
+    )
+    touched_participants = set(
+        session.scalars(
+            select(ParticipantEvent.address).where(
+                ParticipantEvent.block_number > fork, ParticipantEvent.event.in_(participant_status_kinds)
+            )
+        )
+    )
+    for model in (TradeEvent, Trade, ParticipantEvent, Participant):
+        session.execute(delete(model).where(model.block_number > fork).execution_options(synchronize_session=False))
+    session.execute(delete(IndexedBlock).where(IndexedBlock.number > fork))
+    for trade_id in session.scalars(select(Trade.trade_id).where(Trade.trade_id.in_(touched_trades))):
+        last = session.execute(
+            select(TradeEvent.event, TradeEvent.related_trade_id)
+            .where(TradeEvent.trade_id == trade_id, TradeEvent.event.in_(trade_status_kinds))
+            .order_by(TradeEvent.block_number.desc(), TradeEvent.log_index.desc())
+            .limit(1)
+        ).first()
+        status, replaced_by = (TradeStatus.RECORDED, None) if last is None else (TradeStatus(last[0].value), last[1])
+        session.execute(
+            update(Trade)
+            .where(Trade.trade_id == trade_id)
+            .values(status=status, replaced_by=replaced_by)
+            .execution_options(synchronize_session=False)
+        )
+    for address in session.scalars(select(Participant.address).where(Participant.address.in_(touched_participants))):
+        last_kind = session.scalar(
+            select(ParticipantEvent.event)
+            .where(ParticipantEvent.address == address, ParticipantEvent.event.in_(participant_status_kinds))
+            .order_by(ParticipantEvent.block_number.desc(), ParticipantEvent.log_index.desc())
+            .limit(1)
+        )
+        participant_status = (
+            ParticipantStatus.SUSPENDED if last_kind == ParticipantEventKind.SUSPENDED else ParticipantStatus.ACTIVE
+        )
+        session.execute(
+            update(Participant)
+            .where(Participant.address == address)
+            .values(status=participant_status)
+            .execution_options(synchronize_session=False)
+        )
 
 
 class _Progress:

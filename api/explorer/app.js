@@ -1,0 +1,352 @@
+// The auditors' explorer: hash routes over the JSON API, DOM built without innerHTML.
+//   #/trade/<tradeId>   #/participant/<address>[/<runId>]   #/proof/<runId>/<account>/<kind>/<ref>
+//   #/day/<YYYY-MM-DD>
+import { verify } from './merkle.js';
+
+const INTERVAL_SECONDS = 900;
+const PAGE_SIZE = 500;
+const view = document.getElementById('view');
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(
+    ['svg', 'rect', 'polyline', 'line', 'text', 'title', 'g'].includes(tag) ? 'http://www.w3.org/2000/svg' : 'http://www.w3.org/1999/xhtml',
+    tag,
+  );
+  for (const [key, value] of Object.entries(attrs)) if (value !== null && value !== undefined) node.setAttribute(key, value);
+  for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  return node;
+}
+
+const hash = value => h('span', { class: 'hash' }, value ?? '—');
+const json = (path, label = path) => h('a', { href: path, class: 'hash' }, label);
+const route = (path, label) => h('a', { href: '#' + path }, label);
+const table = (head, rows) => h('table', {}, h('tr', {}, head.map(c => h('th', {}, c))), rows);
+const fields = pairs => h('table', {}, pairs.map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, v))));
+const num = value => h('td', { class: 'num' }, typeof value === 'number' ? value.toLocaleString('en') : value);
+
+class ApiError extends Error {}
+
+async function api(path) {
+  const answer = await fetch(path, { headers: { Accept: 'application/json' } });
+  const body = await answer.json().catch(() => null);
+  if (!answer.ok) throw new ApiError(`${path}: ${answer.status} ${body?.detail ?? body?.title ?? answer.statusText}`);
+  return body;
+}
+
+function show(...nodes) {
+  view.replaceChildren(...nodes);
+}
+
+// --- search --------------------------------------------------------------------------------------
+
+document.getElementById('search').addEventListener('submit', event => {
+  event.preventDefault();
+  const q = document.getElementById('query').value.trim();
+  if (/^0x[0-9a-fA-F]{64}$/.test(q)) location.hash = `#/trade/${q.toLowerCase()}`;
+  else if (/^0x[0-9a-fA-F]{40}$/.test(q)) location.hash = `#/participant/${q}`;
+  else if (/^\d{4}-\d{2}-\d{2}$/.test(q)) location.hash = `#/day/${q}`;
+  else show(h('p', { class: 'error' }, 'Enter a trade id (0x + 64 hex), an address (0x + 40 hex) or a day (YYYY-MM-DD).'));
+});
+
+// --- trade ---------------------------------------------------------------------------------------
+
+function provenanceCells(p) {
+  return [
+    h('td', {}, 'block ', h('span', { class: 'block-number' }, p.blockNumber), h('br'), hash(p.blockHash)),
+    h('td', {}, 'tx ', h('span', { class: 'tx-hash hash' }, p.transactionHash), h('br'), `index ${p.transactionIndex}, log ${p.logIndex}`),
+    num(p.confirmations ?? '—'),
+  ];
+}
+
+async function showTrade(tradeId) {
+  const path = `/trades/${tradeId}`;
+  const trade = await api(path);
+  show(
+    h('h2', {}, 'Trade ', hash(trade.tradeId)),
+    h('p', {}, 'JSON: ', json(path)),
+    fields([
+      ['status', trade.status],
+      ['seller', route(`/participant/${trade.seller}`, trade.seller)],
+      ['buyer', route(`/participant/${trade.buyer}`, trade.buyer)],
+      ['delivery', `${trade.deliveryStart} → ${trade.deliveryEnd}`],
+      ['energy per interval', `${trade.energyPerIntervalWh.toLocaleString('en')} Wh`],
+      ['price', `${trade.priceMinorPerMWh.toLocaleString('en')} minor/MWh`],
+      ['nonce', trade.nonce],
+      ['deadline', trade.deadline ?? 'never'],
+      ['replaces', trade.replaces ? route(`/trade/${trade.replaces}`, trade.replaces) : '—'],
+      ['replaced by', trade.replacedBy ? route(`/trade/${trade.replacedBy}`, trade.replacedBy) : '—'],
+      ['recorded at', trade.recordedAt],
+    ]),
+    h('h2', {}, 'Timeline'),
+    h(
+      'ol',
+      { class: 'timeline', id: 'timeline' },
+      trade.events.map(e =>
+        h(
+          'li',
+          { 'data-event': e.event },
+          h('strong', {}, e.event),
+          e.relatedTradeId ? [' — related ', route(`/trade/${e.relatedTradeId}`, e.relatedTradeId)] : null,
+          e.reason ? [' — ', e.reason.name ?? e.reason.selector] : null,
+          table(['block', 'transaction', 'confirmations'], h('tr', {}, provenanceCells(e.provenance))),
+        ),
+      ),
+    ),
+  );
+}
+
+// --- participant and statements ------------------------------------------------------------------
+
+async function showParticipant(address, runId) {
+  const parts = [h('h2', {}, 'Participant ', hash(address))];
+  try {
+    const p = await api(`/participants/${address}`);
+    parts.push(
+      h('p', {}, 'JSON: ', json(`/participants/${address}`)),
+      fields([
+        ['kind', p.kind],
+        ['status', p.status],
+        ['identifier hash', hash(p.identifierHash)],
+        ['registered at', p.registeredAt],
+      ]),
+      h('p', {}, route(`/trades-of/${address}`, 'trades of this participant')),
+    );
+  } catch (error) {
+    parts.push(h('p', { class: 'muted' }, `Not a registered participant (${error.message}); statements may still exist.`));
+  }
+  const runs = (await api('/settlement-runs?limit=100')).items;
+  parts.push(
+    h('h2', {}, 'Settlement runs'),
+    table(
+      ['period', 'version', 'status', 'root', ''],
+      runs.map(run =>
+        h(
+          'tr',
+          {},
+          h('td', {}, `${run.periodStart} → ${run.periodEnd}`),
+          num(run.version),
+          h('td', {}, run.status),
+          h('td', {}, hash(run.root)),
+          h('td', {}, route(`/participant/${address}/${run.runId}`, 'statement')),
+        ),
+      ),
+    ),
+  );
+  if (runId) parts.push(await statement(address, runId));
+  show(...parts);
+}
+
+async function statement(address, runId) {
+  const path = `/settlement-runs/${runId}/statements/${address}`;
+  const s = await api(path);
+  return h(
+    'section',
+    { id: 'statement' },
+    h('h2', {}, `Statement of run ${s.run.periodStart} → ${s.run.periodEnd}, version ${s.run.version}`),
+    h('p', {}, 'JSON: ', json(path)),
+    table(
+      ['kind', 'ref / interval', 'energy (Wh)', 'amount (minor)', 'proof'],
+      s.lines.map(line =>
+        h(
+          'tr',
+          { 'data-kind': line.kindName },
+          h('td', {}, line.kindName),
+          h('td', {}, line.intervalStart ?? (line.kind === 1 ? route(`/trade/${line.ref}`, line.ref) : hash(line.ref))),
+          num(line.energyWh),
+          num(line.amountMinor),
+          h('td', {}, route(`/proof/${runId}/${address}/${line.kind}/${line.ref}`, 'verify')),
+        ),
+      ),
+    ),
+  );
+}
+
+async function showTradesOf(address) {
+  const page = await api(`/trades?participant=${address}&limit=100`);
+  show(
+    h('h2', {}, 'Trades of ', hash(address)),
+    table(
+      ['trade', 'delivery', 'energy/interval (Wh)', 'price (minor/MWh)', 'status'],
+      page.items.map(t =>
+        h(
+          'tr',
+          {},
+          h('td', {}, route(`/trade/${t.tradeId}`, t.tradeId)),
+          h('td', {}, `${t.deliveryStart} → ${t.deliveryEnd}`),
+          num(t.energyPerIntervalWh),
+          num(t.priceMinorPerMWh),
+          h('td', {}, t.status),
+        ),
+      ),
+    ),
+    page.nextCursor ? h('p', { class: 'muted' }, 'First 100 only.') : null,
+  );
+}
+
+// --- proof ---------------------------------------------------------------------------------------
+
+async function showProof(runId, account, kind, ref) {
+  const path = `/settlement-runs/${runId}/lines/${account}/${kind}/${ref}/proof`;
+  const [proof, run] = await Promise.all([api(path), api(`/settlement-runs/${runId}`)]);
+  let result;
+  try {
+    result = verify(proof.root, proof.leafEncoding, proof.values, proof.proof);
+  } catch (error) {
+    result = { verified: false, leaf: null, computedRoot: null, error: error.message };
+  }
+  const rootIsRuns = proof.root.toLowerCase() === run.root.toLowerCase();
+  const ok = result.verified && rootIsRuns;
+  const why = result.error
+    ? `malformed proof: ${result.error}`
+    : !result.verified
+      ? `computed root ${result.computedRoot} ≠ ${proof.root}`
+      : `the proof's root differs from the run's root ${run.root}`;
+  show(
+    h('h2', {}, 'Line proof'),
+    h('p', {}, 'JSON: ', json(path)),
+    h(
+      'p',
+      { id: 'verdict', class: `verdict ${ok ? 'ok' : 'bad'}`, 'data-verified': String(ok) },
+      ok ? `verified against root ${proof.root}` : `NOT verified: ${why}`,
+    ),
+    fields([
+      ['leaf encoding', h('code', {}, proof.leafEncoding.join(', '))],
+      ['values', h('code', {}, proof.values.join(', '))],
+      ['leaf (computed here)', hash(result.leaf)],
+      ['leaf (as served)', hash(proof.leafHash)],
+      ['proof', h('code', {}, proof.proof.join(' '))],
+      ['root of the run', [hash(run.root), ` (${run.status}, version ${run.version})`]],
+      ['committed by', [hash(proof.transactionHash), proof.blockNumber ? ` in block ${proof.blockNumber}` : '']],
+      ['contract', [hash(proof.contractAddress), ` on chain ${proof.chainId}: verifyLine(runId, …values[1:], proof)`]],
+    ]),
+    h('p', {}, route(`/participant/${account}/${runId}`, '← statement')),
+  );
+}
+
+// --- a day: runs and the volume / price chart ----------------------------------------------------
+
+async function tradesOverlapping(from, to) {
+  const items = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ deliveryFrom: from, deliveryTo: to, status: 'recorded', limit: PAGE_SIZE });
+    if (cursor) query.set('cursor', cursor);
+    const page = await api(`/trades?${query}`);
+    items.push(...page.items);
+    cursor = page.nextCursor;
+  } while (cursor);
+  return items;
+}
+
+/** Per interval of [start, start + 96 intervals): energy (Wh) and volume-weighted price. */
+export function intervalSeries(trades, start, count) {
+  const series = Array.from({ length: count }, (_, i) => ({ start: start + i * INTERVAL_SECONDS, energyWh: 0, value: 0n }));
+  for (const t of trades) {
+    const from = Math.max(Date.parse(t.deliveryStart) / 1000, start);
+    const to = Math.min(Date.parse(t.deliveryEnd) / 1000, start + count * INTERVAL_SECONDS);
+    for (let s = from; s < to; s += INTERVAL_SECONDS) {
+      const slot = series[(s - start) / INTERVAL_SECONDS];
+      slot.energyWh += t.energyPerIntervalWh;
+      slot.value += BigInt(t.energyPerIntervalWh) * BigInt(t.priceMinorPerMWh);
+    }
+  }
+  return series.map(({ start: s, energyWh, value }) => ({
+    start: s,
+    energyWh,
+    vwapMinorPerMWh: energyWh ? Number(value) / energyWh : null,
+  }));
+}
+
+function chart(series) {
+  const [width, height, left, right, top, bottom] = [960, 260, 72, 90, 10, 30];
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  const maxE = Math.max(1, ...series.map(s => s.energyWh));
+  const prices = series.map(s => s.vwapMinorPerMWh).filter(p => p !== null);
+  const maxP = Math.max(1, ...prices);
+  const slot = plotW / series.length;
+  const x = i => left + i * slot;
+  const bars = series.map((s, i) => {
+    const barH = (s.energyWh / maxE) * plotH;
+    const label = `${new Date(s.start * 1000).toISOString().slice(11, 16)}Z: ${(s.energyWh / 1e6).toFixed(3)} MWh` +
+      (s.vwapMinorPerMWh === null ? '' : `, VWAP ${s.vwapMinorPerMWh.toFixed(0)} minor/MWh`);
+    return h('rect', { class: 'bar', x: x(i) + 0.5, y: top + plotH - barH, width: Math.max(slot - 1, 1), height: barH, 'data-energy-wh': s.energyWh },
+      h('title', {}, label));
+  });
+  const points = series
+    .map((s, i) => (s.vwapMinorPerMWh === null ? null : `${x(i) + slot / 2},${top + plotH - (s.vwapMinorPerMWh / maxP) * plotH}`))
+    .filter(Boolean);
+  const hours = [0, 6, 12, 18, 24].map(hour =>
+    h('text', { x: x(hour * 4), y: height - 10, 'text-anchor': 'middle' }, `${String(hour).padStart(2, '0')}:00`));
+  return h(
+    'svg',
+    { id: 'chart', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': 'volume and volume-weighted price per interval' },
+    h('line', { x1: left, y1: top + plotH, x2: width - right, y2: top + plotH, stroke: '#57606a' }),
+    bars,
+    points.length ? h('polyline', { class: 'price', points: points.join(' ') }) : null,
+    hours,
+    h('text', { x: left - 6, y: top + 10, 'text-anchor': 'end' }, `${(maxE / 1e6).toFixed(2)} MWh`),
+    h('text', { x: width - right + 6, y: top + 10 }, `${maxP.toFixed(0)} /MWh`),
+  );
+}
+
+async function showDay(day) {
+  const start = Date.parse(`${day}T00:00:00Z`) / 1000;
+  if (Number.isNaN(start)) throw new ApiError(`not a day: ${day}`);
+  const end = start + 96 * INTERVAL_SECONDS;
+  const iso = s => new Date(s * 1000).toISOString().replace('.000Z', '+00:00');
+  const [trades, runs] = await Promise.all([
+    tradesOverlapping(iso(start), iso(end)),
+    api(`/settlement-runs?${new URLSearchParams({ periodStart: iso(start), periodEnd: iso(end) })}`),
+  ]);
+  const series = intervalSeries(trades, start, 96);
+  const total = series.reduce((sum, s) => sum + s.energyWh, 0);
+  show(
+    h('h2', {}, `${day} (UTC)`),
+    h('p', {}, `${trades.length} recorded trades delivering this day, ${(total / 1e6).toFixed(3)} MWh in all. `,
+      h('span', { class: 'muted' }, 'Bars: volume per 15-minute interval; line: volume-weighted price.')),
+    chart(series),
+    h('h2', {}, 'Settlement runs within the day'),
+    table(
+      ['period', 'version', 'status', 'root', 'lines'],
+      runs.items.map(run =>
+        h('tr', {}, h('td', {}, `${run.periodStart} → ${run.periodEnd}`), num(run.version), h('td', {}, run.status),
+          h('td', {}, hash(run.root)), num(run.lineCount))),
+    ),
+    h('h2', {}, 'Trades'),
+    table(
+      ['trade', 'seller → buyer', 'delivery', 'Wh/interval', 'minor/MWh'],
+      trades.map(t =>
+        h('tr', {}, h('td', {}, route(`/trade/${t.tradeId}`, `${t.tradeId.slice(0, 12)}…`)),
+          h('td', {}, route(`/participant/${t.seller}`, t.seller.slice(0, 10)), ' → ', route(`/participant/${t.buyer}`, t.buyer.slice(0, 10))),
+          h('td', {}, `${t.deliveryStart.slice(11, 16)}–${t.deliveryEnd.slice(11, 16)}`), num(t.energyPerIntervalWh), num(t.priceMinorPerMWh))),
+    ),
+  );
+}
+
+// --- router --------------------------------------------------------------------------------------
+
+const routes = [
+  [/^#\/trade\/(0x[0-9a-fA-F]{64})$/, showTrade],
+  [/^#\/participant\/(0x[0-9a-fA-F]{40})(?:\/(0x[0-9a-fA-F]{64}))?$/, showParticipant],
+  [/^#\/trades-of\/(0x[0-9a-fA-F]{40})$/, showTradesOf],
+  [/^#\/proof\/(0x[0-9a-fA-F]{64})\/(0x[0-9a-fA-F]{40})\/(\d+)\/(0x[0-9a-fA-F]{64})$/, showProof],
+  [/^#\/day\/(\d{4}-\d{2}-\d{2})$/, showDay],
+];
+
+async function render() {
+  const match = routes.map(([pattern, handler]) => [pattern.exec(location.hash), handler]).find(([m]) => m);
+  if (!match) return;
+  const [m, handler] = match;
+  document.body.dataset.state = 'loading';
+  try {
+    await handler(...m.slice(1));
+  } catch (error) {
+    show(h('p', { class: 'error', id: 'error' }, error instanceof ApiError ? error.message : `Error: ${error.message}`));
+  } finally {
+    document.body.dataset.state = 'ready';
+  }
+}
+
+window.addEventListener('hashchange', render);
+render().finally(() => { document.body.dataset.state = 'ready'; });

@@ -1,0 +1,163 @@
+"""Rebuilds the trade index from the chain alone, from the contracts' deployment block.
+
+Writes into a fresh or an existing database (migrated first) through the service's indexer, under
+the service's checkpoint name, so the result is the index the service itself would build. It is
+resumable: every step commits its rows with the checkpoint, so a run that is killed continues
+from its checkpoint when started again. `--reset` first deletes every indexed row and this
+indexer's checkpoints (in one transaction) to rebuild an existing index from nothing.
+
+Prints counts (blocks, events, events/s) every second on stderr and the final events/s.
+
+    python -m scripts.reindex --rpc-url http://127.0.0.1:8545 --database-url sqlite:///var/reindex.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.chain.compiler import compile_contracts
+from ledger.chain.deployment import Deployment
+from ledger.chain.log_source import JsonRpcLogSource
+from ledger.config import Settings
+from ledger.errors import LedgerError
+from ledger.indexer.indexer import Indexer, StepResult, head_checkpoint_name
+from ledger.store.db import make_engine, make_session_factory, migrate
+from ledger.store.models import (
+    IndexedBlock,
+    IndexerCheckpoint,
+    Participant,
+    ParticipantEvent,
+    Trade,
+    TradeEvent,
+)
+
+DEFAULT_BLOCKS_PER_STEP = 200
+
+
+@dataclass(frozen=True)
+class ReindexFigures:
+    blocks: int
+    events: int
+    seconds: float
+    last_block: int
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def index_name(deployment: Deployment) -> str:
+    """The checkpoint name the service's indexer uses (ledger/services/runtime.py)."""
+    return f"{deployment.chain_id}:{deployment.contracts['TradeLedger'].address}"
+
+
+def reset_index(sessions: sessionmaker[Session], name: str) -> None:
+    with sessions.begin() as session:
+        for model in (TradeEvent, ParticipantEvent, Trade, Participant, IndexedBlock):
+            session.execute(delete(model))
+        session.execute(delete(IndexerCheckpoint).where(IndexerCheckpoint.name.in_([name, head_checkpoint_name(name)])))
+
+
+def reindex(indexer: Indexer, report: Callable[[str], None] | None = None) -> ReindexFigures:
+    """Indexes every final block (`Indexer.catch_up`, pipelined), then steps until caught up with
+    the blocks that became final meanwhile; counts blocks and events, reported every second."""
+    report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    last_report = started
+    blocks = events = 0
+    last_block = -1
+
+    def count(result: StepResult, *, force: bool = False) -> None:
+        nonlocal blocks, events, last_block, last_report
+        blocks += result.to_block - result.from_block + 1
+        events += result.events
+        last_block = max(last_block, result.to_block)
+        now = time.monotonic()
+        if now - last_report >= 1.0 or force:
+            last_report = now
+            rate = events / (now - started) if now > started else 0.0
+            target = indexer.target_block(result.head)
+            report(f"  block {last_block:,}/{target:,}: {blocks:,} blocks, {events:,} events, {rate:,.0f} events/s")
+
+    indexer.catch_up(count)
+    while True:
+        result = indexer.step()
+        done = result.to_block >= indexer.target_block(result.head)
+        count(result, force=done)
+        if done:
+            return ReindexFigures(blocks, events, time.monotonic() - started, last_block)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rpc-url", help="JSON-RPC URL (default: GRIDLEDGER_RPC_URL)")
+    parser.add_argument("--chain-id", type=int, help="expected chain id (default: GRIDLEDGER_CHAIN_ID)")
+    parser.add_argument("--deployment-file", type=Path, help="the deployment (default: GRIDLEDGER_DEPLOYMENT_FILE)")
+    parser.add_argument("--database-url", help="the index database (default: GRIDLEDGER_DATABASE_URL)")
+    parser.add_argument("--confirmations", type=int, help="default: GRIDLEDGER_CONFIRMATIONS")
+    parser.add_argument("--blocks-per-step", type=int, default=DEFAULT_BLOCKS_PER_STEP)
+    parser.add_argument("--reset", action="store_true", help="delete the existing index first")
+    args = parser.parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in (
+            ("rpc_url", args.rpc_url),
+            ("chain_id", args.chain_id),
+            ("deployment_file", args.deployment_file),
+            ("database_url", args.database_url),
+            ("confirmations", args.confirmations),
+        )
+        if value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if settings.rpc_url is None:
+        print("--rpc-url (or GRIDLEDGER_RPC_URL) is required", file=sys.stderr)
+        return 2
+    try:
+        deployment = Deployment.load(settings.deployment_file)
+        if deployment.chain_id != settings.chain_id:
+            print(f"the deployment is on chain {deployment.chain_id}, not {settings.chain_id}", file=sys.stderr)
+            return 2
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        sessions = make_session_factory(engine)
+        name = index_name(deployment)
+        if args.reset:
+            reset_index(sessions, name)
+        with JsonRpcLogSource(settings.rpc_url) as source:
+            indexer = Indexer(
+                source,
+                sessions,
+                addresses=[deployment.contracts["TradeLedger"].address],
+                abi=compile_contracts()["TradeLedger"].abi,
+                start_block=deployment.start_block,
+                confirmations=settings.confirmations,
+                name=name,
+                max_blocks_per_step=args.blocks_per_step,
+            )
+            figures = reindex(indexer)
+        engine.dispose()
+    except LedgerError as exc:
+        print(f"reindex failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"indexed {figures.blocks:,} blocks, {figures.events:,} events in {figures.seconds:.1f} s: "
+        f"{figures.events_per_second:,.0f} events/s (up to block {figures.last_block:,})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Checks the whole trade index against the chain and lists every difference.
+
+Exit status 0 when the index equals what the chain says (up to the block the index claims), 1
+with the list of differences otherwise (missing rows, extra rows, fields that differ with both
+values, provenance mismatches), 2 for bad settings.
+
+    python -m scripts.verify_index --rpc-url http://127.0.0.1:8545 --database-url sqlite:///var/gridledger.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ledger.chain.compiler import compile_contracts
+from ledger.chain.deployment import Deployment
+from ledger.chain.log_source import JsonRpcLogSource
+from ledger.config import Settings
+from ledger.errors import LedgerError
+from ledger.services.verification import verify
+from ledger.store.db import make_engine, make_session_factory
+from scripts.reindex import index_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rpc-url", help="JSON-RPC URL (default: GRIDLEDGER_RPC_URL)")
+    parser.add_argument("--chain-id", type=int, help="expected chain id (default: GRIDLEDGER_CHAIN_ID)")
+    parser.add_argument("--deployment-file", type=Path, help="the deployment (default: GRIDLEDGER_DEPLOYMENT_FILE)")
+    parser.add_argument("--database-url", help="the index database (default: GRIDLEDGER_DATABASE_URL)")
+    parser.add_argument("--name", help="the indexer's checkpoint name (default: the service's, chain id:address)")
+    args = parser.parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in (
+            ("rpc_url", args.rpc_url),
+            ("chain_id", args.chain_id),
+            ("deployment_file", args.deployment_file),
+            ("database_url", args.database_url),
+        )
+        if value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if settings.rpc_url is None:
+        print("--rpc-url (or GRIDLEDGER_RPC_URL) is required", file=sys.stderr)
+        return 2
+    try:
+        deployment = Deployment.load(settings.deployment_file)
+        engine = make_engine(settings.database_url)
+        with JsonRpcLogSource(settings.rpc_url) as source:
+            differences = verify(
+                source,
+                make_session_factory(engine, read_only=True),
+                name=args.name or index_name(deployment),
+                addresses=[deployment.contracts["TradeLedger"].address],
+                abi=compile_contracts()["TradeLedger"].abi,
+                start_block=deployment.start_block,
+            )
+        engine.dispose()
+    except LedgerError as exc:
+        print(f"verification failed: {exc}", file=sys.stderr)
+        return 2
+    for difference in differences:
+        print(difference)
+    if differences:
+        print(f"{len(differences)} difference(s) between the index and the chain", file=sys.stderr)
+        return 1
+    print("the index equals the chain")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+// Drives the explorer page in headless Chromium (playwright-core, the system's /usr/bin/chromium)
+// for tests/test_explorer.py. argv[2]: JSON {baseUrl, tradeId, account, runId, kind, day,
+// executablePath?, screenshotDir?}. stdout: JSON of what the page showed. Exits 2 when Chromium cannot start.
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const TIMEOUT_MS = 20_000;
+
+async function main() {
+  const input = JSON.parse(process.argv[2]);
+  const base = new URL(input.baseUrl);
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'gridledger-chromium-'));
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: input.executablePath || '/usr/bin/chromium',
+      headless: true,
+      args: ARGS,
+      timeout: TIMEOUT_MS,
+    });
+  } catch (error) {
+    process.stderr.write(`cannot start Chromium: ${error.message}\n`);
+    fs.rmSync(profile, { recursive: true, force: true });
+    process.exit(2);
+  }
+  const out = { errors: [], foreignRequests: [] };
+  try {
+    context.setDefaultTimeout(TIMEOUT_MS);
+    context.on('request', request => {
+      const url = new URL(request.url());
+      if (url.protocol.startsWith('http') && url.host !== base.host) out.foreignRequests.push(request.url());
+    });
+    const page = await context.newPage();
+    page.on('pageerror', error => out.errors.push(`pageerror: ${error.message}`));
+    page.on('console', message => message.type() === 'error' && out.errors.push(`console: ${message.text()}`));
+    await page.goto(`${input.baseUrl}/explorer/`);
+
+    // A trade id in the search box: the timeline with its block and transaction.
+    await page.fill('#query', input.tradeId);
+    await page.click('#search button');
+    await page.waitForSelector('#timeline li');
+    await snap(page, input, 'trade');
+    out.trade = {
+      events: await page.$$eval('#timeline li', items => items.map(li => li.dataset.event)),
+      blockNumbers: await page.$$eval('#timeline .block-number', s => s.map(e => Number(e.textContent))),
+      transactionHashes: await page.$$eval('#timeline .tx-hash', s => s.map(e => e.textContent)),
+      jsonLink: await page.getAttribute('a[href^="/trades/"]', 'href'),
+    };
+
+    // The account's statement of the run, then one line's proof, verified in the page.
+    await page.fill('#query', input.account);
+    await page.click('#search button');
+    await page.click(`a[href="#/participant/${input.account}/${input.runId}"]`);
+    await page.waitForSelector('#statement');
+    out.statementKinds = await page.$$eval('#statement tr[data-kind]', rows => rows.map(r => r.dataset.kind));
+    await page.click(`#statement tr[data-kind="${input.kind}"] a`);
+    out.verified = await verdict(page);
+    await snap(page, input, 'proof');
+
+    // The same line with one value of the proof document changed on its way to the page.
+    const tampered = await context.newPage();
+    await tampered.route('**/proof', async route => {
+      const answer = await route.fetch();
+      const proof = await answer.json();
+      proof.values[5] = String(BigInt(proof.values[5]) + 1n);
+      await route.fulfill({ response: answer, json: proof });
+    });
+    await tampered.goto(page.url());
+    out.tampered = await verdict(tampered);
+    await snap(tampered, input, 'tampered');
+
+    // The day's chart.
+    await page.fill('#query', input.day);
+    await page.click('#search button');
+    await page.waitForSelector('#chart');
+    await snap(page, input, 'day');
+    out.chart = {
+      bars: await page.$$eval('#chart rect.bar', bars => bars.map(b => Number(b.dataset.energyWh))),
+      hasPriceLine: (await page.$('#chart polyline.price')) !== null,
+    };
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+  process.stdout.write(JSON.stringify(out));
+}
+
+async function snap(page, input, name) {
+  if (input.screenshotDir) await page.screenshot({ path: path.join(input.screenshotDir, `${name}.png`), fullPage: true });
+}
+
+async function verdict(page) {
+  const element = await page.waitForSelector('#verdict');
+  return { verified: (await element.getAttribute('data-verified')) === 'true', text: await element.textContent() };
+}
+
+main().catch(error => {
+  process.stderr.write(`${error.stack}\n`);
+  process.exit(1);
+});
