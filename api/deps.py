@@ -64,7 +64,7 @@ OperatorDep = Annotated[str, Depends(require_operator)]
 
 
 def chain_head(service: LedgerService) -> int | None:
-    """The latest block number, one eth_blockNumber; None when the node cannot be reached, so
+    """The latest block number (cached for a second); None when the node cannot be reached, so
     that reads of the index still answer (without confirmations) while the node is down."""
     try:
         return service.context.clock.head()

@@ -254,7 +254,9 @@ class ProvenanceOut(ResponseModel):
             transaction_hash=row.transaction_hash,
             transaction_index=row.transaction_index,
             log_index=row.log_index,
-            confirmations=None if head is None else max(head - row.block_number + 1, 0),
+            # The head is cached for up to a second; a block in the index is itself proof that
+            # the chain reached it.
+            confirmations=None if head is None else max(head, row.block_number) - row.block_number + 1,
         )
 
 

@@ -118,7 +118,9 @@ def test_crash_after_broadcast_before_settling_is_resolved_from_the_receipt(
     ids = accept(sessions, market, trades)
     relayer = make_relayer(market, sessions)
     batches = relayer._prepare()
-    relayer._ledger.sender.broadcast([b.tx for b in batches])  # mined, but the process dies here
+    sender = relayer._ledger.sender
+    sender.broadcast([b.tx for b in batches if b.tx is not None])
+    sender.wait([b.tx_hash for b in batches])  # mined, but the process dies before settling
 
     result = make_relayer(market, sessions).recover()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Select, or_, select, tuple_
+from sqlalchemy import ColumnElement, Executable, Select, select, tuple_, union_all
 from sqlalchemy.orm import Session, selectinload
 
 from ledger.domain.trade import ParticipantKind
@@ -76,14 +76,6 @@ def list_trades(
     if side not in ("seller", "buyer", "any"):
         raise ValidationError("side must be seller, buyer or any", field="side", value=side)
     statement = select(Trade)
-    if participant is not None:
-        address = checksum_address(participant, field="participant")
-        by_side: dict[str, ColumnElement[bool]] = {
-            "seller": Trade.seller == address,
-            "buyer": Trade.buyer == address,
-            "any": or_(Trade.seller == address, Trade.buyer == address),
-        }
-        statement = statement.where(by_side[side])
     if delivery_from is not None and delivery_to is not None and delivery_from >= delivery_to:
         raise ValidationError("delivery_to must be after delivery_from", field="delivery_to", value=delivery_to)
     if delivery_to is not None:
@@ -92,7 +84,19 @@ def list_trades(
         statement = statement.where(Trade.delivery_end > delivery_from)
     if status is not None:
         statement = statement.where(Trade.status == _code(TradeStatus, status, "status"))
-    return _page(session, statement, Trade, limit, cursor)
+    if participant is None:
+        return _page(session, statement, Trade, limit, cursor)
+    address = checksum_address(participant, field="participant")
+    sides: dict[str, list[ColumnElement[bool]]] = {
+        "seller": [Trade.seller == address],
+        "buyer": [Trade.buyer == address],
+        # Not `seller = x OR buyer = x`: no index gives that in chain order, so the database
+        # would read and sort every trade of the participant. Each side reads at most one page
+        # from its (party, block_number, log_index) index; the contract refuses self-trades, so
+        # no trade is on both sides.
+        "any": [Trade.seller == address, Trade.buyer == address],
+    }
+    return _page(session, statement, Trade, limit, cursor, branches=sides[side])
 
 
 def participant_status(session: Session, address: str) -> ParticipantStatus | None:
@@ -138,14 +142,36 @@ def list_participants(
     return _page(session, statement, Participant, limit, cursor)
 
 
-def _page(session: Session, statement: Select[_Row], model: type[_Row], limit: int, cursor: str | None) -> Page[_Row]:
+def _page(
+    session: Session,
+    statement: Select[_Row],
+    model: type[_Row],
+    limit: int,
+    cursor: str | None,
+    *,
+    branches: Sequence[ColumnElement[bool]] = (),
+) -> Page[_Row]:
+    """One page of `statement` in chain order; with `branches`, of the rows matching any of these
+    (disjoint) conditions, each branch paged on its own and the pages merged."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit", value=limit)
     key = (model.block_number, model.log_index)
     if cursor is not None:
         statement = statement.where(tuple_(*key) > tuple_(*_decode_cursor(cursor)))
     # One row more than asked tells whether another page follows.
-    rows: Sequence[_Row] = session.scalars(statement.order_by(*key).limit(limit + 1)).all()
+    if len(branches) > 1:
+        # Each branch in a subquery of its own: SQLite refuses LIMIT on a bare UNION member.
+        pages = [statement.where(b).order_by(*key).limit(limit + 1).subquery() for b in branches]
+        merged = union_all(*(select(page) for page in pages)).subquery()
+        # from_statement maps the merged columns by name, without adapting the model to an alias.
+        query: Executable = select(model).from_statement(
+            select(merged).order_by(merged.c.block_number, merged.c.log_index).limit(limit + 1)
+        )
+    else:
+        if branches:
+            statement = statement.where(branches[0])
+        query = statement.order_by(*key).limit(limit + 1)
+    rows: Sequence[_Row] = session.scalars(query).all()
     items = list(rows[:limit])
     next_cursor = _encode_cursor(items[-1].block_number, items[-1].log_index) if len(rows) > limit else None
     return Page(items=items, next_cursor=next_cursor)
