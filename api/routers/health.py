@@ -32,7 +32,7 @@ def get_health(service: ServiceDep, session: SessionDep) -> JSONResponse:
         chain_id=service.context.deployment.chain_id,
         head=head,
         index_checkpoint=indexed,
-        index_lag=None if head is None or indexed is None else head - indexed,
+        index_lag=None if head is None or indexed is None else max(head - indexed, 0),
         workers={name: {"alive": alive} for name, alive in workers.items()},  # type: ignore[misc]
         error=None
         if failure is None
