@@ -25,6 +25,7 @@ from ledger.chain.node import DEV_ACCOUNT_KEYS, LocalNode
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.settlement import SettlementContract
 from ledger.chain.transactions import Receipt, TransactionSender
+from ledger.domain.merkle import StandardMerkleTree
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.signing.eip712 import Domain
 
@@ -169,19 +170,10 @@ def js_tree(values: Sequence[Sequence[Any]], encoding: Sequence[str]) -> Tree:
     return Tree(out["root"], out["proofs"])
 
 
-def python_tree(values: Sequence[Sequence[Any]], encoding: Sequence[str]) -> Tree | None:
-    """The tree `ledger.domain.merkle` builds, or None while that module does not exist."""
-    try:
-        from ledger.domain.merkle import StandardMerkleTree
-    except ImportError:
-        return None
+def merkle_tree(values: Sequence[Sequence[Any]], encoding: Sequence[str]) -> Tree:
+    """The tree `ledger.domain.merkle` builds."""
     tree = StandardMerkleTree.of([list(v) for v in values], list(encoding))
     return Tree(_hex(tree.root), [[_hex(p) for p in tree.get_proof(i)] for i in range(len(values))])
-
-
-def merkle_tree(values: Sequence[Sequence[Any]], encoding: Sequence[str]) -> Tree:
-    """The Python tree when the module exists, else the JavaScript one."""
-    return python_tree(values, encoding) or js_tree(values, encoding)
 
 
 def _hex(value: str | bytes) -> str:
