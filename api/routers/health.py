@@ -21,9 +21,10 @@ router = APIRouter(prefix="/health", tags=["health"])
 )
 def get_health(service: ServiceDep, session: SessionDep) -> JSONResponse:
     head = chain_head(service)
-    # A primary-key read of the indexer's own row; ledger.store.queries has no reader for it yet.
     checkpoint = queries.indexer_checkpoint(session, service.indexer.name)
     indexed = None if checkpoint is None else checkpoint.block_number
+    if head is not None and indexed is not None:
+        head = max(head, indexed)  # the head is cached for a second; the index proves it got this far
     workers = service.workers
     failure = service.failure
     healthy = head is not None and failure is None and bool(workers) and all(workers.values())
@@ -32,7 +33,7 @@ def get_health(service: ServiceDep, session: SessionDep) -> JSONResponse:
         chain_id=service.context.deployment.chain_id,
         head=head,
         index_checkpoint=indexed,
-        index_lag=None if head is None or indexed is None else max(head - indexed, 0),
+        index_lag=None if head is None or indexed is None else head - indexed,
         workers={name: {"alive": alive} for name, alive in workers.items()},  # type: ignore[misc]
         error=None
         if failure is None
