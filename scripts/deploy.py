@@ -8,35 +8,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ledger.config import Settings
 from ledger.errors import LedgerError
 from ledger.services.devstack import deploy
+from scripts.settings_flags import CHAIN_FLAGS, SettingsRefused, add_settings_flags, settings_from_flags
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rpc-url", help="JSON-RPC URL (default: GRIDLEDGER_RPC_URL)")
-    parser.add_argument("--chain-id", type=int, help="expected chain id (default: GRIDLEDGER_CHAIN_ID)")
-    parser.add_argument("--deployment-file", type=Path, help="where to write (default: GRIDLEDGER_DEPLOYMENT_FILE)")
-    args = parser.parse_args(argv)
-    overrides = {
-        key: value
-        for key, value in (
-            ("rpc_url", args.rpc_url),
-            ("chain_id", args.chain_id),
-            ("deployment_file", args.deployment_file),
-        )
-        if value is not None
-    }
+    add_settings_flags(parser, CHAIN_FLAGS)
     try:
-        settings = Settings(**overrides)
-    except ValueError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
-        return 2
-    if settings.rpc_url is None:
-        print("--rpc-url (or GRIDLEDGER_RPC_URL) is required", file=sys.stderr)
+        settings = settings_from_flags(parser.parse_args(argv))
+    except SettingsRefused as exc:
+        print(exc, file=sys.stderr)
         return 2
     try:
         deployment = deploy(settings, settings.rpc_url)

@@ -26,6 +26,7 @@ from ledger.domain.metering import FileFormat, MeteringFileError, file_format, i
 from ledger.errors import ConflictError, LedgerError, ValidationError
 from ledger.services.context import LedgerContext
 from ledger.services.metering import BatchResult, MeteringService
+from scripts.settings_flags import SettingsRefused, add_settings_flags, settings_from_flags
 
 # Files with more rows than this get a progress line per stored chunk.
 PROGRESS_ROWS = 10_000
@@ -43,23 +44,15 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("file", type=Path, help="the CSV or JSON file to import")
     parser.add_argument("--format", choices=["csv", "json"], help="default: from the file's extension")
     parser.add_argument("--supersedes", help="id of an earlier batch this file replaces as a whole")
-    parser.add_argument("--rpc-url", help="JSON-RPC URL (default: GRIDLEDGER_RPC_URL)")
-    parser.add_argument("--chain-id", type=int, help="expected chain id (default: GRIDLEDGER_CHAIN_ID)")
-    parser.add_argument("--deployment-file", type=Path, help="default: GRIDLEDGER_DEPLOYMENT_FILE")
-    parser.add_argument("--database-url", help="default: GRIDLEDGER_DATABASE_URL")
+    add_settings_flags(parser)
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    flags = ("rpc_url", "chain_id", "deployment_file", "database_url")
-    overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
     try:
-        settings = Settings(**overrides)
-    except ValueError as exc:
-        raise Refused(f"invalid settings: {exc}") from exc
-    if settings.rpc_url is None:
-        raise Refused("--rpc-url (or GRIDLEDGER_RPC_URL) is required")
-    return settings
+        return settings_from_flags(args)
+    except SettingsRefused as exc:
+        raise Refused(str(exc)) from exc
 
 
 def read_file(args: argparse.Namespace) -> tuple[bytes, FileFormat]:

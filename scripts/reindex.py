@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +25,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
-from ledger.config import Settings
 from ledger.errors import LedgerError
 from ledger.indexer.indexer import Indexer, StepResult, head_checkpoint_name
 from ledger.store.db import make_engine, make_session_factory, migrate
@@ -38,6 +36,7 @@ from ledger.store.models import (
     Trade,
     TradeEvent,
 )
+from scripts.settings_flags import INDEX_FLAGS, SettingsRefused, add_settings_flags, settings_from_flags
 
 DEFAULT_BLOCKS_PER_STEP = 200
 
@@ -98,32 +97,14 @@ def reindex(indexer: Indexer, report: Callable[[str], None] | None = None) -> Re
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rpc-url", help="JSON-RPC URL (default: GRIDLEDGER_RPC_URL)")
-    parser.add_argument("--chain-id", type=int, help="expected chain id (default: GRIDLEDGER_CHAIN_ID)")
-    parser.add_argument("--deployment-file", type=Path, help="the deployment (default: GRIDLEDGER_DEPLOYMENT_FILE)")
-    parser.add_argument("--database-url", help="the index database (default: GRIDLEDGER_DATABASE_URL)")
-    parser.add_argument("--confirmations", type=int, help="default: GRIDLEDGER_CONFIRMATIONS")
+    add_settings_flags(parser, (*INDEX_FLAGS, "confirmations"))
     parser.add_argument("--blocks-per-step", type=int, default=DEFAULT_BLOCKS_PER_STEP)
     parser.add_argument("--reset", action="store_true", help="delete the existing index first")
     args = parser.parse_args(argv)
-    overrides = {
-        key: value
-        for key, value in (
-            ("rpc_url", args.rpc_url),
-            ("chain_id", args.chain_id),
-            ("deployment_file", args.deployment_file),
-            ("database_url", args.database_url),
-            ("confirmations", args.confirmations),
-        )
-        if value is not None
-    }
     try:
-        settings = Settings(**overrides)
-    except ValueError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
-        return 2
-    if settings.rpc_url is None:
-        print("--rpc-url (or GRIDLEDGER_RPC_URL) is required", file=sys.stderr)
+        settings = settings_from_flags(args)
+    except SettingsRefused as exc:
+        print(exc, file=sys.stderr)
         return 2
     try:
         deployment = Deployment.load(settings.deployment_file)

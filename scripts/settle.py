@@ -20,36 +20,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-from ledger.config import Settings
 from ledger.domain.settlement import MissingReferencePrice
 from ledger.domain.units import INTERVAL_SECONDS, to_datetime, to_unix
 from ledger.errors import LedgerError
 from ledger.services.context import LedgerContext
 from ledger.services.settlement import ProgressEvent, RunOutcome, SettlementService
+from scripts.settings_flags import SettingsRefused, add_settings_flags, settings_from_flags
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     period_start, period_end = _period(parser, args)
-    overrides = {
-        key: value
-        for key, value in (
-            ("rpc_url", args.rpc_url),
-            ("database_url", args.database_url),
-            ("deployment_file", args.deployment_file),
-        )
-        if value is not None
-    }
     try:
-        settings = Settings(**overrides)
-    except ValueError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
-        return 2
-    if settings.rpc_url is None:
-        print("--rpc-url (or GRIDLEDGER_RPC_URL) is required", file=sys.stderr)
+        settings = settings_from_flags(args)
+    except SettingsRefused as exc:
+        print(exc, file=sys.stderr)
         return 2
 
     intervals = (period_end - period_start) // INTERVAL_SECONDS
@@ -85,9 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     period.add_argument("--day", type=_day, help="a UTC day, YYYY-MM-DD: its 96 intervals")
     period.add_argument("--from", dest="start", type=_moment, help="period start, ISO 8601 with a UTC offset")
     parser.add_argument("--to", dest="end", type=_moment, help="period end (exclusive), with --from")
-    parser.add_argument("--rpc-url", help="JSON-RPC URL (default: GRIDLEDGER_RPC_URL)")
-    parser.add_argument("--database-url", help="the index (default: GRIDLEDGER_DATABASE_URL)")
-    parser.add_argument("--deployment-file", type=Path, help="default: GRIDLEDGER_DEPLOYMENT_FILE")
+    add_settings_flags(parser, ("rpc_url", "database_url", "deployment_file"))
     return parser
 
 

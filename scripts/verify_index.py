@@ -11,43 +11,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
-from ledger.config import Settings
 from ledger.errors import LedgerError
 from ledger.services.verification import verify
 from ledger.store.db import make_engine, make_session_factory
 from scripts.reindex import index_name
+from scripts.settings_flags import SettingsRefused, add_settings_flags, settings_from_flags
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rpc-url", help="JSON-RPC URL (default: GRIDLEDGER_RPC_URL)")
-    parser.add_argument("--chain-id", type=int, help="expected chain id (default: GRIDLEDGER_CHAIN_ID)")
-    parser.add_argument("--deployment-file", type=Path, help="the deployment (default: GRIDLEDGER_DEPLOYMENT_FILE)")
-    parser.add_argument("--database-url", help="the index database (default: GRIDLEDGER_DATABASE_URL)")
+    add_settings_flags(parser)
     parser.add_argument("--name", help="the indexer's checkpoint name (default: the service's, chain id:address)")
     args = parser.parse_args(argv)
-    overrides = {
-        key: value
-        for key, value in (
-            ("rpc_url", args.rpc_url),
-            ("chain_id", args.chain_id),
-            ("deployment_file", args.deployment_file),
-            ("database_url", args.database_url),
-        )
-        if value is not None
-    }
     try:
-        settings = Settings(**overrides)
-    except ValueError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
-        return 2
-    if settings.rpc_url is None:
-        print("--rpc-url (or GRIDLEDGER_RPC_URL) is required", file=sys.stderr)
+        settings = settings_from_flags(args)
+    except SettingsRefused as exc:
+        print(exc, file=sys.stderr)
         return 2
     try:
         deployment = Deployment.load(settings.deployment_file)
