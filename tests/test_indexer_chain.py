@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.domain.trade import SignedTrade
 from ledger.indexer.indexer import Indexer
-from ledger.signing.trader import countersigned, sign_cancel_trade
+from ledger.signing.trader import countersigned
 from ledger.store import queries
 from tests.support.market import Market
 
@@ -51,15 +51,7 @@ def test_index_matches_the_chain_for_trades_rejections_cancellations_and_amendme
     recorder = market.ledger("recorder")
 
     cancelled_id = market.trade_id(trades[1].trade)
-    deadline = market.now() + 600
-    recorder.cancel_trade(
-        cancelled_id,
-        seller.address,
-        buyer.address,
-        deadline,
-        sign_cancel_trade(seller, market.domain, cancelled_id, deadline),
-        sign_cancel_trade(buyer, market.domain, cancelled_id, deadline),
-    )
+    market.cancel(seller, buyer, cancelled_id)
     amended_id = market.trade_id(trades[2].trade)
     amendment = market.signed(seller, buyer, replaces=amended_id, energy_per_interval_wh=1)
     recorder.record_trade(amendment)

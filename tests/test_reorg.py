@@ -24,7 +24,6 @@ from ledger.indexer.indexer import (
     final_block_number,
     head_checkpoint_name,
 )
-from ledger.signing.trader import sign_cancel_trade
 from ledger.store import queries
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.models import IndexedBlock, IndexerCheckpoint, Participant, ParticipantEvent, Trade, TradeEvent
@@ -96,15 +95,7 @@ def test_a_reorg_within_the_confirmations_is_rolled_back_and_reindexed(
 
     recorder = market.ledger("recorder")
     cancelled_id = market.trade_id(trades[1].trade)
-    deadline = market.now() + 600
-    recorder.cancel_trade(
-        cancelled_id,
-        seller.address,
-        buyer.address,
-        deadline,
-        sign_cancel_trade(seller, market.domain, cancelled_id, deadline),
-        sign_cancel_trade(buyer, market.domain, cancelled_id, deadline),
-    )
+    market.cancel(seller, buyer, cancelled_id)
     amended_id = market.trade_id(trades[2].trade)
     amendment = market.signed(seller, buyer, replaces=amended_id, energy_per_interval_wh=1)
     recorder.record_trade(amendment)

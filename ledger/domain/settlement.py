@@ -320,9 +320,14 @@ def interval_ref(interval_start: int) -> str:
 
 
 def run_id(period_start: int, period_end: int, version: int) -> str:
-    """`keccak256(abi.encode(uint64 periodStart, uint64 periodEnd, uint32 version))`."""
+    """`keccak256(abi.encode(uint64 periodStart, uint64 periodEnd, uint32 version))` of a valid run."""
     _check_period(period_start, period_end)
     _check_uint("version", version, _UINT32_MAX, minimum=1)
+    return run_id_of(period_start, period_end, version)
+
+
+def run_id_of(period_start: int, period_end: int, version: int) -> str:
+    """The same hash without the checks: the contract computes it for any values, valid or not."""
     return "0x" + keccak(abi_encode(["uint64", "uint64", "uint32"], [period_start, period_end, version])).hex()
 
 

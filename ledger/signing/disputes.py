@@ -15,6 +15,7 @@ from eth_abi import encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
+from ledger.domain.settlement import LEAF_ENCODING, run_id_of
 from ledger.signing.eip712 import Domain, Fields, encode_type, hash_typed_data
 from ledger.signing.trader import sign_digest
 
@@ -22,7 +23,9 @@ SETTLEMENT_DOMAIN_NAME = "GridLedger Settlement"
 SETTLEMENT_DOMAIN_VERSION = "1"
 
 # SETTLEMENT.md, "Merkle commitment": [runId, account, kind, ref, energyWh, amountMinor].
-LINE_LEAF_ENCODING: tuple[str, ...] = ("bytes32", "address", "uint8", "bytes32", "int256", "int256")
+# One definition of each, in the settlement rules: the leaf a dispute names and the run it is in.
+LINE_LEAF_ENCODING: tuple[str, ...] = LEAF_ENCODING
+run_id = run_id_of
 
 DISPUTE_FIELDS: Fields = (
     ("runId", "bytes32"),
@@ -35,11 +38,6 @@ DISPUTE_FIELDS: Fields = (
     ("deadline", "uint64"),
 )
 DISPUTE_TYPE = encode_type("Dispute", DISPUTE_FIELDS)
-
-
-def run_id(period_start: int, period_end: int, version: int) -> str:
-    """`keccak256(abi.encode(uint64 periodStart, uint64 periodEnd, uint32 version))`."""
-    return "0x" + keccak(encode(["uint64", "uint64", "uint32"], [period_start, period_end, version])).hex()
 
 
 def settlement_domain(chain_id: int, verifying_contract: str) -> Domain:

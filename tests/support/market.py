@@ -18,7 +18,7 @@ from ledger.chain.transactions import TransactionSender
 from ledger.domain.trade import DEFAULT_TRADE_LIMITS, ParticipantKind, SignedTrade, Trade, TradeLimits
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.signing.eip712 import Domain, trade_id
-from ledger.signing.trader import countersigned, new_nonce
+from ledger.signing.trader import countersigned, new_nonce, sign_cancel_trade
 
 ROLE_KEYS = {"admin": 0, "operator": 1, "recorder": 2, "pauser": 3, "meter_oracle": 4, "settler": 5, "outsider": 9}
 
@@ -63,6 +63,18 @@ class Market:
 
     def signed(self, seller: LocalAccount, buyer: LocalAccount, **terms: Any) -> SignedTrade:
         return countersigned(seller, buyer, self.domain, self.trade(seller, buyer, **terms))
+
+    def cancel(self, seller: LocalAccount, buyer: LocalAccount, trade_id: str) -> None:
+        """Cancels a recorded trade with both parties' signatures, through the recorder."""
+        deadline = self.now() + 600
+        self.ledger("recorder").cancel_trade(
+            trade_id,
+            seller.address,
+            buyer.address,
+            deadline,
+            sign_cancel_trade(seller, self.domain, trade_id, deadline),
+            sign_cancel_trade(buyer, self.domain, trade_id, deadline),
+        )
 
     def trade_id(self, trade: Trade) -> str:
         return trade_id(self.domain, trade)
