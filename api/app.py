@@ -10,9 +10,25 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api import explorer, problems
+from api.auth import AccessLogMiddleware
 from api.body_limit import BodyLimit
-from api.routers import audit, eip712, exports, health, metering, participants, settlement, submissions, trades
+from api.rate_limit import Rate, RateLimit
+from api.routers import (
+    access_log,
+    audit,
+    auth,
+    eip712,
+    exports,
+    health,
+    market,
+    metering,
+    participants,
+    settlement,
+    submissions,
+    trades,
+)
 from ledger.config import Settings
+from ledger.services.access import AccessService
 from ledger.services.context import LedgerContext
 from ledger.services.runtime import LedgerService
 
@@ -23,6 +39,13 @@ DESCRIPTION = """
 Traders submit trades signed by both parties with their own keys (EIP-712, see `/eip712`);
 the service checks them as the contract will, records them on chain in batches, and indexes
 every recorded trade with its provenance for auditors.
+
+Access: the public reads public data (participants, reference prices, settlement run headers,
+market aggregates per interval under `/market`). Trades, readings, statements, proofs, exports and
+the audit endpoints need a bearer token: auditors and operators get one with scopes from the
+operator (`scripts/tokens.py`); a trader signs in with its own key (`/auth/siwe`, EIP-4361) and
+sees its own data only. Every such read is written to the access log (`/access-log`) before the
+answer leaves. Requests are rate-limited per client and per token (429 `rate_limited`).
 
 Formats: JSON members in camelCase; times ISO 8601 with a UTC offset (naive times are refused),
 answered in UTC (`+00:00`); energy (Wh) and money (minor units) as JSON integers; nonces as
@@ -45,11 +68,13 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
             context = LedgerContext.open(settings)
             running = LedgerService(context)
         app.state.service = running
+        app.state.access = AccessService(settings, running.context.sessions, running.context.read_sessions)
         running.start()
         try:
             yield
         finally:
             running.stop()
+            app.state.access.log.close()
             if context is not None:
                 context.close()
 
@@ -60,12 +85,32 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    # The last added runs first: refuse floods before reading bodies, and bodies before logging.
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        RateLimit,
+        anonymous=Rate(settings.rate_limit_per_second, settings.rate_limit_burst),
+        with_token=Rate(settings.token_rate_limit_per_second, settings.token_rate_limit_burst),
+    )
     app.state.settings = settings
     if service is not None:
         app.state.service = service
     problems.install(app)
-    for module in (trades, submissions, participants, metering, settlement, eip712, health, audit, exports):
+    for module in (
+        trades,
+        submissions,
+        participants,
+        metering,
+        settlement,
+        market,
+        eip712,
+        health,
+        audit,
+        exports,
+        auth,
+        access_log,
+    ):
         app.include_router(module.router)
     explorer.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -33,17 +33,6 @@ TYPE_BASE = "https://gridledger.dev/problems/"
 RETRY_AFTER_SECONDS = 5
 
 
-class NotAuthenticated(errors.Unauthorized):
-    """The request lacks the operator's bearer token, or carries a wrong one (401).
-
-    A plain `errors.Unauthorized` comes from the chain (the service's own account lacks a role)
-    and is answered 403."""
-
-    def __init__(self, message: str, *, token_given: bool) -> None:
-        super().__init__(message)
-        self.token_given = token_given
-
-
 # The one table: exception class -> HTTP status. Order does not matter; the MRO decides.
 STATUS_BY_ERROR: dict[type[BaseException], int] = {
     errors.ValidationError: 422,
@@ -52,8 +41,8 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     errors.ConflictError: 409,
     errors.DuplicateTrade: 409,
     errors.Paused: 409,
-    NotAuthenticated: 401,
-    errors.Unauthorized: 403,
+    errors.Unauthenticated: 401,
+    errors.Unauthorized: 403,  # from the chain (the service's account lacks a role), or errors.Forbidden
     errors.ChainError: 503,
     RpcCallError: 502,  # the node answered, with an error we did not expect
     # The run's values exceed what the index holds (market limits raised far beyond the defaults).
@@ -76,6 +65,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "content_too_large",
+    429: "rate_limited",
     415: "unsupported_media_type",
 }
 # Problem members that a context key must not overwrite.
@@ -173,8 +163,10 @@ async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
     if body["status"] >= 500:
         log.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc, exc_info=exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, NotAuthenticated):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.token_given else "Bearer"
+    if isinstance(exc, errors.Unauthenticated):
+        # RFC 6750: no error code when no token came; invalid_token for a bad, expired or revoked one.
+        given = type(exc) is not errors.Unauthenticated
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if given else "Bearer"
     if isinstance(exc, errors.ChainError) and exc.retryable:
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response(body, headers)
@@ -191,9 +183,10 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     return response(http_problem(exc.status_code, detail, request.url.path), exc.headers)
 
 
-def http_problem(status: int, detail: str, instance: str | None) -> dict[str, Any]:
-    """A problem for an HTTP-level refusal (no such route, wrong method, body too large)."""
-    return _problem(status, _HTTP_CODES.get(status, f"http_{status}"), detail, instance)
+def http_problem(status: int, detail: str, instance: str | None, code: str | None = None) -> dict[str, Any]:
+    """A problem for an HTTP-level refusal (no such route, wrong method, body too large, too
+    many requests), from a middleware or the router."""
+    return _problem(status, code or _HTTP_CODES.get(status, f"http_{status}"), detail, instance)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

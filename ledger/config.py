@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     # Bearer token that operator endpoints require (register, suspend, reinstate).
     operator_token: SecretStr = SecretStr(LOCAL_OPERATOR_TOKEN)
 
+    # Sign-In with Ethereum: the domain a message must name (None: the Host the request came to),
+    # how long a nonce may wait for its signature, and how long a trader's token lasts.
+    siwe_domain: str | None = None
+    siwe_nonce_ttl_seconds: int = Field(default=300, ge=10, le=3600)
+    trader_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+
+    # Requests per second (sustained, and the burst above it) per client address without a
+    # token and per token with one; 0 turns the limit off. 429 beyond them.
+    rate_limit_per_second: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    token_rate_limit_per_second: float = Field(default=200.0, ge=0)
+    token_rate_limit_burst: int = Field(default=400, ge=1)
+
     relayer_batch_size: int = Field(default=200, ge=1, le=1000)
     relayer_batch_window_ms: int = Field(default=200, ge=0)
     relayer_max_in_flight: int = Field(default=4, ge=1)

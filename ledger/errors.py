@@ -62,6 +62,32 @@ class Unauthorized(LedgerError):
     code = "unauthorized"
 
 
+class Unauthenticated(Unauthorized):
+    """No usable credential where one is needed (HTTP 401); the subclasses say why."""
+
+    code = "token_required"
+
+
+class InvalidToken(Unauthenticated):
+    """A bearer token that no one issued (or a malformed one)."""
+
+    code = "invalid_token"
+
+
+class TokenExpired(Unauthenticated):
+    code = "token_expired"
+
+
+class TokenRevoked(Unauthenticated):
+    code = "token_revoked"
+
+
+class Forbidden(Unauthorized):
+    """A valid credential that does not cover this request (HTTP 403)."""
+
+    code = "forbidden"
+
+
 class Paused(LedgerError):
     code = "paused"
 

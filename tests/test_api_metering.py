@@ -174,10 +174,15 @@ def test_a_refused_body_names_each_row_and_field_and_stores_nothing(api: Running
 @pytest.mark.parametrize("path", ["/meter-readings", "/reference-prices"])
 def test_imports_need_the_operator_token(api: RunningService, people: list[str], path: str) -> None:
     body = {"readings": [reading(people[0], day(4))]} if path == "/meter-readings" else {"prices": []}
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {OPERATOR_TOKEN}"}):
-        answer = api.client.post(path, json=body, headers=headers)
-        assert_problem(answer, 401, "unauthorized")
+    for headers, code in (
+        ({}, "token_required"),
+        ({"Authorization": "Bearer wrong"}, "invalid_token"),
+        ({"Authorization": f"Basic {OPERATOR_TOKEN}"}, "token_required"),
+    ):
+        answer = api.public.post(path, json=body, headers=headers)
+        assert_problem(answer, 401, code)
         assert "www-authenticate" in answer.headers
+    assert_problem(api.client.post(path, json=body), 403, "forbidden")
     listed = api.client.get("/meter-readings", params={"from": iso(day(4)), "to": iso(day(4) + Q)}).json()
     assert listed["items"] == []
 

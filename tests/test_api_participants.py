@@ -30,17 +30,21 @@ def assert_problem(answer: Any, status: int, code: str) -> dict[str, Any]:
 
 
 WRONG_CREDENTIALS = {
-    "no header": ({}, "Bearer"),
-    "wrong token": ({"Authorization": "Bearer not-the-token"}, 'Bearer error="invalid_token"'),
-    "token with a suffix": ({"Authorization": f"Bearer {OPERATOR_TOKEN}x"}, 'Bearer error="invalid_token"'),
-    "basic scheme": ({"Authorization": f"Basic {OPERATOR_TOKEN}"}, "Bearer"),
-    "bearer without a token": ({"Authorization": "Bearer"}, "Bearer"),
+    "no header": ({}, "token_required", "Bearer"),
+    "wrong token": ({"Authorization": "Bearer not-the-token"}, "invalid_token", 'Bearer error="invalid_token"'),
+    "token with a suffix": (
+        {"Authorization": f"Bearer {OPERATOR_TOKEN}x"},
+        "invalid_token",
+        'Bearer error="invalid_token"',
+    ),
+    "basic scheme": ({"Authorization": f"Basic {OPERATOR_TOKEN}"}, "token_required", "Bearer"),
+    "bearer without a token": ({"Authorization": "Bearer"}, "token_required", "Bearer"),
 }
 
 
 @pytest.mark.parametrize("case", WRONG_CREDENTIALS)
 def test_operator_endpoints_refuse_without_the_token(api: RunningService, case: str) -> None:
-    headers, challenge = WRONG_CREDENTIALS[case]
+    headers, code, challenge = WRONG_CREDENTIALS[case]
     account = Account.create()
     registration = {"address": account.address, "kind": "consumer", "identifier": "GLN-1"}
     for path, body in (
@@ -48,13 +52,16 @@ def test_operator_endpoints_refuse_without_the_token(api: RunningService, case: 
         (f"/participants/{account.address}/suspend", None),
         (f"/participants/{account.address}/reinstate", None),
     ):
-        answer = api.client.post(path, json=body, headers=headers)
-        problem = assert_problem(answer, 401, "unauthorized")
+        answer = api.public.post(path, json=body, headers=headers)
+        problem = assert_problem(answer, 401, code)
         assert answer.headers["www-authenticate"] == challenge
         assert OPERATOR_TOKEN not in answer.text
         assert problem["instance"] == path
+        # An auditor's token is valid, but does not cover operator actions.
+        refused = assert_problem(api.client.post(path, json=body), 403, "forbidden")
+        assert refused["requiredScope"] == "operate"
     # The auth check comes before the body's: an invalid body without the token is still 401.
-    assert_problem(api.client.post("/participants", json={"kind": 7}, headers=headers), 401, "unauthorized")
+    assert_problem(api.public.post("/participants", json={"kind": 7}, headers=headers), 401, code)
     assert api.market.ledger("outsider").participant(account.address).status is ParticipantStatus.NONE
 
 

@@ -122,7 +122,8 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
     client, operator = api.client, api.operator
 
     # Before the period is over, and without a token.
-    assert_problem(client.post("/settlement-runs", json=market.period), 401, "unauthorized")
+    assert_problem(api.public.post("/settlement-runs", json=market.period), 401, "token_required")
+    assert_problem(client.post("/settlement-runs", json=market.period), 403, "forbidden")
     assert_problem(client.post("/settlement-runs", json=market.period, headers=operator), 409, "index_behind_period")
     market.close_period()
     missing = assert_problem(
@@ -211,7 +212,8 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
 
     resolve = f"/disputes/{dispute['disputeId']}/resolve"
     decision = {"accepted": True, "resolution": "confirmed by the meter operator: corrected reading follows"}
-    assert_problem(client.post(resolve, json=decision), 401, "unauthorized")
+    assert_problem(api.public.post(resolve, json=decision), 401, "token_required")
+    assert_problem(client.post(resolve, json=decision), 403, "forbidden")
     resolved = client.post(resolve, json=decision, headers=operator)
     assert resolved.status_code == 200, resolved.text
     assert resolved.json()["status"] == "accepted" and resolved.json()["resolvedTransactionHash"]

@@ -65,7 +65,11 @@ def test_the_openapi_schema_loads_with_an_operation_id_everywhere(api: RunningSe
     submit = schema["paths"]["/trades"]["post"]["responses"]
     assert PROBLEM in submit["422"]["content"] and "application/json" not in submit["422"]["content"]
     register = schema["paths"]["/participants"]["post"]
-    assert register["security"] == [{"OperatorToken": []}]
+    assert register["security"] == [{"BearerToken": []}]
+    # Non-public reads declare the bearer token; public ones do not.
+    assert schema["paths"]["/trades/{tradeId}"]["get"]["security"] == [{"BearerToken": []}]
+    assert "security" not in schema["paths"]["/market/intervals"]["get"]
+    assert "security" not in schema["paths"]["/participants"]["get"]
     docs = api.client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 

@@ -109,6 +109,7 @@ def test_an_auditor_traces_a_trade_and_verifies_a_line_in_the_browser(api: Runni
             json.dumps(
                 {
                     "baseUrl": str(api.client.base_url).rstrip("/"),
+                    "auditorToken": api.auditor_token,
                     "tradeId": market.trade_id,
                     "account": market.r.address,
                     "runId": run_id,
@@ -138,6 +139,12 @@ def test_an_auditor_traces_a_trade_and_verifies_a_line_in_the_browser(api: Runni
     assert seen["verified"] == {"verified": True, "text": f"verified against root {created.json()['root']}"}
     assert seen["tampered"]["verified"] is False and seen["tampered"]["text"].startswith("NOT verified")
     delivered = range(market.start, market.end, INTERVAL_SECONDS)
-    assert seen["chart"]["bars"] == [400_000 if day_start + i * INTERVAL_SECONDS in delivered else 0 for i in range(96)]
+    bars = [400_000 if day_start + i * INTERVAL_SECONDS in delivered else 0 for i in range(96)]
+    # The chart is public market data: the same with and without a token; the trade list is not.
+    assert seen["chart"]["bars"] == seen["publicDay"]["bars"] == bars
+    assert seen["publicDay"]["tradesNeedToken"]
     assert seen["chart"]["hasPriceLine"]
-    assert seen["errors"] == [] and seen["foreignRequests"] == []
+    # Chromium logs the one refused request (the trade without a token) as a console error.
+    refused = [e for e in seen["errors"] if "status of 401" in e]
+    assert len(refused) == 1 and [e for e in seen["errors"] if e not in refused] == []
+    assert seen["foreignRequests"] == []

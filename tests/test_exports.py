@@ -20,7 +20,9 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import problems
+from api.auth import caller
 from api.routers import exports
+from ledger.auth.scopes import ROLES, Principal, PrincipalKind
 from ledger.domain.settlement import ReadingQuality
 from ledger.domain.units import INTERVAL_SECONDS, to_datetime
 from ledger.services.exports import ExportPeriod, ExportService, encode_csv, encode_json
@@ -181,10 +183,14 @@ def base_url(store_session_factory: sessionmaker[Session], read_sessions: sessio
     app = FastAPI()
     problems.install(app)
     app.include_router(exports.router)
+    app.dependency_overrides[caller] = lambda: AUDITOR
     # A small chunk size, so that even the seeded rows cross chunk boundaries.
     app.dependency_overrides[exports.get_exports] = lambda: ExportService(read_sessions, chunk_rows=2)
     with serve(app) as url:
         yield url
+
+
+AUDITOR = Principal(PrincipalKind.TOKEN, "test-auditor", ROLES["auditor"], token_id="0" * 16)
 
 
 def fetch(base_url: str, path: str, **params: str) -> list[dict[str, Any]]:
@@ -429,6 +435,7 @@ def test_a_large_export_streams_in_chunks_with_bounded_memory(
     assert sum(chunk.count(b"\r\n") for chunk in encode_csv(service.trades(period))) == MANY + 1
     app = FastAPI()
     app.include_router(exports.router)
+    app.dependency_overrides[caller] = lambda: AUDITOR
     app.dependency_overrides[exports.get_exports] = lambda: service
     with serve(app) as url, httpx.stream("GET", url + "/exports/trades.csv", params=PERIOD) as answer:
         pieces = [piece for piece in answer.iter_raw()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,14 @@ from alembic.runtime.migration import MigrationContext
 from eth_utils import to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import CheckConstraint, Engine, MetaData, String, inspect, select
-from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy import CheckConstraint, Engine, MetaData, String, delete, inspect, select, update
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.auth.scopes import PrincipalKind
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ConflictError, NotFoundError, ValidationError
-from ledger.store import metering_models, outbox, queries, settlement_models
+from ledger.store import access_models, metering_models, outbox, queries, settlement_models
 from ledger.store.db import current_revision, make_engine, make_session_factory, migrate
 from ledger.store.models import (
     Base,
@@ -52,13 +53,16 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
+HEAD_REVISION = "0005"
+
+
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
     with engine.connect() as connection:
         return list(compare_metadata(MigrationContext.configure(connection), metadata))
 
 
 def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
-    assert current_revision(store_engine) == "0004"
+    assert current_revision(store_engine) == HEAD_REVISION
     # Tables of other modules join Base.metadata when imported: the comparison must cover them.
     metering = (
         metering_models.ReadingBatchRow,
@@ -76,6 +80,8 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
         settlement_models.Dispute,
     )
     assert {model.__tablename__ for model in settlement} <= set(Base.metadata.tables)
+    access = (access_models.ApiToken, access_models.SiweNonce, access_models.AccessLogEntry)
+    assert {model.__tablename__ for model in access} <= set(Base.metadata.tables)
     assert schema_differences(store_engine, Base.metadata) == []
     # compare_metadata ignores CHECK constraints: compare them by name.
     inspector = inspect(store_engine)
@@ -100,7 +106,7 @@ def test_migrate_is_idempotent(database_url: str) -> None:
         assert current_revision(engine) is None
         migrate(database_url)
         migrate(engine)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == HEAD_REVISION
     finally:
         engine.dispose()
 
@@ -548,3 +554,29 @@ def test_sqlite_read_sessions_do_not_wait_for_a_writer(tmp_path: Path) -> None:
     with reads() as reader:
         assert outbox.get_submission_by_trade(reader, "0x" + "11" * 32) is not None
     engine.dispose()
+
+
+def test_the_access_log_is_append_only(store_session_factory: sessionmaker[Session]) -> None:
+    entry = access_models.AccessLogEntry(
+        at=datetime.now(UTC),
+        principal_kind=PrincipalKind.TOKEN,
+        principal="auditor-1",
+        token_id="0123456789abcdef",
+        method="GET",
+        path="/trades",
+        query="",
+        status=200,
+        client="127.0.0.1",
+    )
+    with store_session_factory() as session:
+        session.add(entry)
+        session.commit()
+    for change in (
+        update(access_models.AccessLogEntry).values(status=404),
+        delete(access_models.AccessLogEntry),
+    ):
+        with store_session_factory() as session, pytest.raises(DBAPIError, match="append-only"):
+            session.execute(change)
+            session.flush()
+    with store_session_factory() as session:
+        assert session.scalars(select(access_models.AccessLogEntry.status)).all() == [200]

@@ -24,14 +24,54 @@ const table = (head, rows) => h('table', {}, h('tr', {}, head.map(c => h('th', {
 const fields = pairs => h('table', {}, pairs.map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, v))));
 const num = value => h('td', { class: 'num' }, typeof value === 'number' ? value.toLocaleString('en') : value);
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// The bearer token lives in this tab's sessionStorage only: closing the tab forgets it.
+const TOKEN_KEY = 'gridledger.token';
+const token = () => sessionStorage.getItem(TOKEN_KEY);
 
 async function api(path) {
-  const answer = await fetch(path, { headers: { Accept: 'application/json' } });
+  const headers = { Accept: 'application/json' };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const answer = await fetch(path, { headers });
   const body = await answer.json().catch(() => null);
-  if (!answer.ok) throw new ApiError(`${path}: ${answer.status} ${body?.detail ?? body?.title ?? answer.statusText}`);
+  if (!answer.ok) {
+    const hint = answer.status === 401 ? ' (enter an auditor token above)' : '';
+    throw new ApiError(`${path}: ${answer.status} ${body?.detail ?? body?.title ?? answer.statusText}${hint}`, answer.status);
+  }
   return body;
 }
+
+// --- token -----------------------------------------------------------------------------------------
+
+async function showWhoAmI() {
+  const who = document.getElementById('whoami');
+  try {
+    const me = await api('/auth/me');
+    who.textContent = me.kind === 'public' ? 'public data only' : `${me.kind} ${me.name}`;
+    who.dataset.kind = me.kind;
+  } catch (error) {
+    if (error.status !== 401) throw error;
+    sessionStorage.removeItem(TOKEN_KEY);
+    who.textContent = 'token refused: public data only';
+    who.dataset.kind = 'refused';
+  }
+}
+
+document.getElementById('signin').addEventListener('submit', async event => {
+  event.preventDefault();
+  const field = document.getElementById('token');
+  if (field.value.trim()) sessionStorage.setItem(TOKEN_KEY, field.value.trim());
+  else sessionStorage.removeItem(TOKEN_KEY);
+  field.value = '';
+  await showWhoAmI();
+  await render();
+});
 
 function show(...nodes) {
   view.replaceChildren(...nodes);
@@ -238,22 +278,14 @@ async function tradesOverlapping(from, to) {
   return items;
 }
 
-/** Per interval of [start, start + 96 intervals): energy (Wh) and volume-weighted price. */
-export function intervalSeries(trades, start, count) {
-  const series = Array.from({ length: count }, (_, i) => ({ start: start + i * INTERVAL_SECONDS, energyWh: 0, value: 0n }));
-  for (const t of trades) {
-    const from = Math.max(Date.parse(t.deliveryStart) / 1000, start);
-    const to = Math.min(Date.parse(t.deliveryEnd) / 1000, start + count * INTERVAL_SECONDS);
-    for (let s = from; s < to; s += INTERVAL_SECONDS) {
-      const slot = series[(s - start) / INTERVAL_SECONDS];
-      slot.energyWh += t.energyPerIntervalWh;
-      slot.value += BigInt(t.energyPerIntervalWh) * BigInt(t.priceMinorPerMWh);
-    }
-  }
-  return series.map(({ start: s, energyWh, value }) => ({
-    start: s,
-    energyWh,
-    vwapMinorPerMWh: energyWh ? Number(value) / energyWh : null,
+/** The public aggregates per interval (GET /market/intervals), as the chart's series. */
+async function intervalSeries(from, to) {
+  const market = await api(`/market/intervals?${new URLSearchParams({ from, to })}`);
+  return market.intervals.map(i => ({
+    start: Date.parse(i.intervalStart) / 1000,
+    energyWh: i.volumeWh,
+    trades: i.tradeCount,
+    vwapMinorPerMWh: i.vwapMinorPerMWh,
   }));
 }
 
@@ -295,15 +327,16 @@ async function showDay(day) {
   if (Number.isNaN(start)) throw new ApiError(`not a day: ${day}`);
   const end = start + 96 * INTERVAL_SECONDS;
   const iso = s => new Date(s * 1000).toISOString().replace('.000Z', '+00:00');
-  const [trades, runs] = await Promise.all([
-    tradesOverlapping(iso(start), iso(end)),
+  // Trades name their counterparties: only with a token. The chart is public market data.
+  const [series, runs, trades] = await Promise.all([
+    intervalSeries(iso(start), iso(end)),
     api(`/settlement-runs?${new URLSearchParams({ periodStart: iso(start), periodEnd: iso(end) })}`),
+    token() ? tradesOverlapping(iso(start), iso(end)) : Promise.resolve(null),
   ]);
-  const series = intervalSeries(trades, start, 96);
   const total = series.reduce((sum, s) => sum + s.energyWh, 0);
   show(
     h('h2', {}, `${day} (UTC)`),
-    h('p', {}, `${trades.length} recorded trades delivering this day, ${(total / 1e6).toFixed(3)} MWh in all. `,
+    h('p', {}, `${(total / 1e6).toFixed(3)} MWh delivered under recorded trades this day. `,
       h('span', { class: 'muted' }, 'Bars: volume per 15-minute interval; line: volume-weighted price.')),
     chart(series),
     h('h2', {}, 'Settlement runs within the day'),
@@ -314,7 +347,7 @@ async function showDay(day) {
           h('td', {}, hash(run.root)), num(run.lineCount))),
     ),
     h('h2', {}, 'Trades'),
-    table(
+    trades === null ? h('p', { class: 'muted', id: 'trades-need-token' }, 'Enter an auditor token above to list the trades.') : table(
       ['trade', 'seller → buyer', 'delivery', 'Wh/interval', 'minor/MWh'],
       trades.map(t =>
         h('tr', {}, h('td', {}, route(`/trade/${t.tradeId}`, `${t.tradeId.slice(0, 12)}…`)),
@@ -349,4 +382,6 @@ async function render() {
 }
 
 window.addEventListener('hashchange', render);
-render().finally(() => { document.body.dataset.state = 'ready'; });
+showWhoAmI()
+  .then(render)
+  .finally(() => { document.body.dataset.state = 'ready'; });

@@ -7,14 +7,19 @@ import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from sqlalchemy.orm import Session
 
 from api.audit_schemas import ParticipantHistoryOut, TradeHistoryOut, VerificationOut
-from api.deps import ServiceDep
+from api.auth import ReaderDep, own_account, visible
+from api.deps import ServiceDep, SessionDep
 from api.problems import problem_responses
 from api.types import Address, Bytes32, IsoTime
+from ledger.auth.scopes import Principal, Scope
 from ledger.services.audit import AuditService
+from ledger.store import queries
 
-router = APIRouter(tags=["audit"], responses=problem_responses(404, 422, 503))
+# Every answer here is about individual participants: a token, or a trader for its own data.
+router = APIRouter(tags=["audit"], responses=problem_responses(401, 403, 404, 422, 503))
 
 _service_lock = threading.Lock()
 
@@ -39,9 +44,12 @@ RunIdPath = Annotated[
     operation_id="getTradeHistory",
     summary="A trade's history: recorded, amended, cancelled, and the settlement runs that included it",
 )
-def get_trade_history(trade_id: TradeIdPath, audit: AuditDep) -> TradeHistoryOut:
+def get_trade_history(
+    trade_id: TradeIdPath, audit: AuditDep, reader: ReaderDep, session: SessionDep
+) -> TradeHistoryOut:
     """From the index. Follows the amendment chain both ways: the history of an amended trade
     goes on with its amendment, up to the statement lines that settled it."""
+    _trade_visible(reader, session, trade_id)
     return TradeHistoryOut.of(audit.trade_history(trade_id))
 
 
@@ -55,7 +63,11 @@ def get_participant_history(
     period_from: Annotated[IsoTime, Query(alias="from", description="start of the span (delivery time)")],
     period_to: Annotated[IsoTime, Query(alias="to", description="end of the span (exclusive), at most 31 days on")],
     audit: AuditDep,
+    reader: ReaderDep,
 ) -> ParticipantHistoryOut:
+    """Needs `trades:read` and `statements:read`, or the participant's own sign-in."""
+    own_account(reader, Scope.TRADES_READ, address)
+    own_account(reader, Scope.STATEMENTS_READ, address)
     return ParticipantHistoryOut.of(audit.participant_history(address, period_from, period_to))
 
 
@@ -64,7 +76,8 @@ def get_participant_history(
     operation_id="verifyTrade",
     summary="Check the indexed trade field by field against the chain's logs and tradeStatus",
 )
-def verify_trade(trade_id: TradeIdPath, audit: AuditDep) -> VerificationOut:
+def verify_trade(trade_id: TradeIdPath, audit: AuditDep, reader: ReaderDep, session: SessionDep) -> VerificationOut:
+    _trade_visible(reader, session, trade_id)
     return VerificationOut.of(audit.verify_trade(trade_id))
 
 
@@ -79,7 +92,11 @@ def verify_settlement_run(
     lines: Annotated[
         bool, Query(description="also rebuild the tree of the stored lines and compare its root (one pass)")
     ] = True,
+    *,
+    reader: ReaderDep,
 ) -> VerificationOut:
+    """Any credential: a run's header is public, but rebuilding its tree is not work we do for
+    anonymous callers."""
     return VerificationOut.of(audit.verify_run(run_id, lines=lines))
 
 
@@ -94,5 +111,13 @@ def verify_settlement_line(
     kind: Annotated[int, Path(description="1 trade, 2 imbalance, 3 penalty, 9 total")],
     ref: Annotated[Bytes32, Path(description="trade id, interval start as a 32-byte integer, or zero")],
     audit: AuditDep,
+    reader: ReaderDep,
 ) -> VerificationOut:
+    visible(reader, Scope.STATEMENTS_READ, account, what="statement line", run_id=run_id, account=account)
     return VerificationOut.of(audit.verify_line(run_id, account, kind, ref))
+
+
+def _trade_visible(reader: Principal, session: Session, trade_id: str) -> None:
+    if not reader.holds(Scope.TRADES_READ):
+        parties = queries.trade_parties(session, trade_id)
+        visible(reader, Scope.TRADES_READ, *(parties or ()), what="trade in the index", trade_id=trade_id)

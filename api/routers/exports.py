@@ -9,12 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
+from api.auth import ReaderDep, own_account
 from api.deps import ServiceDep
 from api.problems import problem_responses
 from api.types import Address, Bytes32, IsoTime
+from ledger.auth.scopes import Scope
 from ledger.services.exports import Export, ExportPeriod, ExportService, encode_csv, encode_json
 
-router = APIRouter(prefix="/exports", tags=["exports"], responses=problem_responses(422))
+# The scope of each export's data, or a trader's own rows (the participant filter is then its own).
+router = APIRouter(prefix="/exports", tags=["exports"], responses=problem_responses(401, 403, 422))
 
 
 def get_exports(service: ServiceDep) -> ExportService:
@@ -57,9 +60,9 @@ def _routes(extension: str) -> None:
         responses=_described(media_type),
     )
     def export_trades(
-        exports: ExportsDep, start: FromQuery, end: ToQuery, participant: ParticipantQuery = None
+        exports: ExportsDep, reader: ReaderDep, start: FromQuery, end: ToQuery, participant: ParticipantQuery = None
     ) -> StreamingResponse:
-        period = ExportPeriod.of(start, end, participant)
+        period = ExportPeriod.of(start, end, own_account(reader, Scope.TRADES_READ, participant))
         return _download(exports.trades(period), period, extension)
 
     @router.get(
@@ -70,9 +73,9 @@ def _routes(extension: str) -> None:
         responses=_described(media_type),
     )
     def export_meter_readings(
-        exports: ExportsDep, start: FromQuery, end: ToQuery, participant: ParticipantQuery = None
+        exports: ExportsDep, reader: ReaderDep, start: FromQuery, end: ToQuery, participant: ParticipantQuery = None
     ) -> StreamingResponse:
-        period = ExportPeriod.of(start, end, participant)
+        period = ExportPeriod.of(start, end, own_account(reader, Scope.READINGS_READ, participant))
         return _download(exports.meter_readings(period), period, extension)
 
     @router.get(
@@ -84,12 +87,13 @@ def _routes(extension: str) -> None:
     )
     def export_statements(
         exports: ExportsDep,
+        reader: ReaderDep,
         start: FromQuery,
         end: ToQuery,
         participant: ParticipantQuery = None,
         run_id: RunIdQuery = None,
     ) -> StreamingResponse:
-        period = ExportPeriod.of(start, end, participant)
+        period = ExportPeriod.of(start, end, own_account(reader, Scope.STATEMENTS_READ, participant))
         return _download(exports.statements(period, run_id), period, extension)
 
 

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from api import problems
-from api.deps import OperatorDep, ServiceDep, SessionDep
+from api.auth import OperatorDep, ReaderDep, own_account, visible
+from api.deps import ServiceDep, SessionDep
 from api.metering_schemas import (
     IntervalTime,
     LeafProofOut,
@@ -32,6 +33,7 @@ from api.metering_schemas import (
 from api.problems import problem_responses
 from api.types import Address, Bytes32
 from ledger import errors
+from ledger.auth.scopes import Scope
 from ledger.domain.metering import MeteringFileError
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.services.metering import BatchResult, MeteringService
@@ -101,9 +103,15 @@ def import_meter_readings(
     return _imported(result, response)
 
 
-@router.get("/meter-readings", operation_id="listMeterReadings", summary="Current meter readings")
+@router.get(
+    "/meter-readings",
+    operation_id="listMeterReadings",
+    summary="Current meter readings",
+    responses=problem_responses(401, 403),
+)
 def list_meter_readings(
     session: SessionDep,
+    reader: ReaderDep,
     participant: Annotated[Address | None, Query()] = None,
     interval_from: FromQuery = None,
     interval_to: ToQuery = None,
@@ -111,10 +119,10 @@ def list_meter_readings(
     cursor: CursorQuery = None,
 ) -> MeterReadingPage:
     """The current version of each participant's reading per interval (committed batches only),
-    ordered by interval, then participant."""
+    ordered by interval, then participant. `readings:read`, or a trader's own readings."""
     page = metering_queries.list_latest_readings(
         session,
-        participant=participant,
+        participant=own_account(reader, Scope.READINGS_READ, participant),
         interval_from=interval_from,
         interval_to=interval_to,
         limit=limit,
@@ -127,11 +135,12 @@ def list_meter_readings(
     "/meter-readings/{participant}/{intervalStart}/history",
     operation_id="getMeterReadingHistory",
     summary="Every version of one participant's reading of one interval, with its batch",
-    responses=problem_responses(404),
+    responses=problem_responses(401, 403, 404),
 )
 def meter_reading_history(
-    participant: Annotated[Address, Path()], interval_start: IntervalPath, session: SessionDep
+    participant: Annotated[Address, Path()], interval_start: IntervalPath, session: SessionDep, reader: ReaderDep
 ) -> MeterReadingHistoryOut:
+    own_account(reader, Scope.READINGS_READ, participant)
     rows = metering_queries.reading_history(session, participant, interval_start)
     if not rows:
         raise errors.NotFoundError("no reading of this participant for this interval", participant=participant)
@@ -158,14 +167,17 @@ def meter_reading_batch(batch_id: BatchIdPath, session: SessionDep) -> MeterBatc
     "/meter-reading-batches/{batchId}/proof",
     operation_id="getMeterReadingProof",
     summary="The Merkle proof of one reading in its batch",
-    responses=problem_responses(404),
+    responses=problem_responses(401, 403, 404),
 )
 def meter_reading_proof(
     batch_id: BatchIdPath,
     session: SessionDep,
+    reader: ReaderDep,
     participant: Annotated[Address, Query()],
     interval_start: Annotated[IntervalTime, Query(alias="intervalStart")],
 ) -> LeafProofOut:
+    """The leaf carries the reading: `readings:read`, or the participant's own sign-in."""
+    visible(reader, Scope.READINGS_READ, participant, what="reading in this batch", batch_id=batch_id)
     proof = metering_queries.reading_proof(session, batch_id, participant, interval_start)
     if proof is None:
         raise errors.NotFoundError("no such reading in this batch", batch_id=batch_id, participant=participant)

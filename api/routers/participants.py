@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from api.deps import OperatorDep, ServiceDep, SessionDep, chain_head
+from api.auth import OperatorDep
+from api.deps import ServiceDep, SessionDep, chain_head
 from api.problems import problem_responses
 from api.schemas import (
     ParticipantActionOut,

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
-from api.deps import OperatorDep, ServiceDep
+from api.auth import OperatorDep, ReaderDep, visible
+from api.deps import ServiceDep
 from api.problems import problem_responses
 from api.settlement_schemas import (
     DisputeIn,
@@ -26,6 +27,7 @@ from api.settlement_schemas import (
     StatementOut,
 )
 from api.types import Address, Bytes32, IsoTime
+from ledger.auth.scopes import Scope
 from ledger.services.settlement import SettlementService
 from ledger.store.settlement_models import RunStatus
 
@@ -52,6 +54,8 @@ KindPath = Annotated[int, Path(description="1 trade, 2 imbalance, 3 penalty, 9 t
 RefPath = Annotated[Bytes32, Path(description="trade id, interval start as a 32-byte integer, or zero")]
 DisputeIdPath = Annotated[Bytes32, Path(alias="disputeId", description="keccak256(abi.encode(runId, leafHash))")]
 _operator_only = problem_responses(401, 403, 404, 409)
+# A statement, a line or a dispute is its account's: `statements:read`, or the account signed in.
+_account_only = problem_responses(401, 403, 404)
 
 
 def _answered(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
@@ -113,9 +117,12 @@ def get_settlement_run(run_id: RunIdPath, settlement: SettlementDep) -> RunOut:
     "/settlement-runs/{runId}/statements/{account}",
     operation_id="getStatement",
     summary="An account's statement: lines, positions per interval, and deltas against the previous version",
-    responses=problem_responses(404),
+    responses=_account_only,
 )
-def get_statement(run_id: RunIdPath, account: AccountPath, settlement: SettlementDep) -> StatementOut:
+def get_statement(
+    run_id: RunIdPath, account: AccountPath, settlement: SettlementDep, reader: ReaderDep
+) -> StatementOut:
+    visible(reader, Scope.STATEMENTS_READ, account, what="statement", run_id=run_id, account=account)
     return StatementOut.of(settlement.statement(run_id, account))
 
 
@@ -123,11 +130,12 @@ def get_statement(run_id: RunIdPath, account: AccountPath, settlement: Settlemen
     "/settlement-runs/{runId}/lines/{account}/{kind}/{ref}/proof",
     operation_id="getLineProof",
     summary="The Merkle proof of one statement line",
-    responses=problem_responses(404),
+    responses=_account_only,
 )
 def get_line_proof(
-    run_id: RunIdPath, account: AccountPath, kind: KindPath, ref: RefPath, settlement: SettlementDep
+    run_id: RunIdPath, account: AccountPath, kind: KindPath, ref: RefPath, settlement: SettlementDep, reader: ReaderDep
 ) -> ProofOut:
+    visible(reader, Scope.STATEMENTS_READ, account, what="statement line", run_id=run_id, account=account)
     return ProofOut.of(settlement.line_proof(run_id, account, kind, ref))
 
 
@@ -135,11 +143,13 @@ def get_line_proof(
     "/settlement-runs/{runId}/disputes/typed-data",
     operation_id="buildDisputeTypedData",
     summary="The typed-data document a line's account signs to dispute it",
-    responses=problem_responses(404),
+    responses=_account_only,
 )
 def build_dispute_typed_data(
-    run_id: RunIdPath, body: DisputeTypedDataIn, settlement: SettlementDep
+    run_id: RunIdPath, body: DisputeTypedDataIn, settlement: SettlementDep, reader: ReaderDep
 ) -> DisputeTypedDataOut:
+    """It carries the line's amounts: for the account itself (or `statements:read`)."""
+    visible(reader, Scope.STATEMENTS_READ, body.account, what="statement line", run_id=run_id, account=body.account)
     typed = settlement.dispute_typed_data(run_id, body.account, body.kind, body.ref, body.reason, body.deadline)
     return DisputeTypedDataOut.model_validate({"typed_data": typed, "reason_hash": typed["message"]["reasonHash"]})
 
@@ -181,7 +191,9 @@ def resolve_dispute(
     "/disputes/{disputeId}",
     operation_id="getDispute",
     summary="A dispute and its resolution",
-    responses=problem_responses(404),
+    responses=_account_only,
 )
-def get_dispute(dispute_id: DisputeIdPath, settlement: SettlementDep) -> DisputeOut:
-    return DisputeOut.of(settlement.get_dispute(dispute_id))
+def get_dispute(dispute_id: DisputeIdPath, settlement: SettlementDep, reader: ReaderDep) -> DisputeOut:
+    dispute = settlement.get_dispute(dispute_id)
+    visible(reader, Scope.STATEMENTS_READ, dispute.account, what="dispute", dispute_id=dispute_id)
+    return DisputeOut.of(dispute)

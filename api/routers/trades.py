@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from api.auth import ReaderDep, own_account, visible
 from api.deps import ServiceDep, SessionDep, chain_head
 from api.problems import problem_responses
 from api.schemas import (
@@ -23,6 +24,7 @@ from api.schemas import (
 )
 from api.types import Address, Bytes32, IsoTime
 from ledger import errors
+from ledger.auth.scopes import Scope
 from ledger.domain.trade import SignedTrade
 from ledger.store import queries
 from ledger.store.models import TradeStatus
@@ -70,10 +72,16 @@ def submit_trade_batch(body: BatchIn, service: ServiceDep, request: Request) -> 
     return BatchOut.of(parsed, outcomes, request.url.path)
 
 
-@router.get("", operation_id="listTrades", summary="List recorded trades, in chain order")
+@router.get(
+    "",
+    operation_id="listTrades",
+    summary="List recorded trades, in chain order",
+    responses=problem_responses(401, 403),
+)
 def list_trades(
     session: SessionDep,
     service: ServiceDep,
+    reader: ReaderDep,
     participant: Annotated[Address | None, Query(description="trades where this address is a party")] = None,
     side: Annotated[Literal["seller", "buyer", "any"], Query(description="the participant's side")] = "any",
     delivery_from: Annotated[IsoTime | None, Query(alias="deliveryFrom")] = None,
@@ -84,9 +92,11 @@ def list_trades(
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, description="nextCursor of the previous page")] = None,
 ) -> TradePage:
+    """Every trade for a token with `trades:read`; a signed-in trader's own trades only (403 for
+    `participant` other than itself). The public sees aggregates only: GET /market/intervals."""
     page = queries.list_trades(
         session,
-        participant=participant,
+        participant=own_account(reader, Scope.TRADES_READ, participant),
         side=side,
         delivery_from=delivery_from,
         delivery_to=delivery_to,
@@ -102,14 +112,16 @@ def list_trades(
     "/{tradeId}",
     operation_id="getTrade",
     summary="A recorded trade: terms, status, provenance and events",
-    responses=problem_responses(404),
+    responses=problem_responses(401, 403, 404),
 )
-def get_trade(trade_id: TradeIdPath, session: SessionDep, service: ServiceDep) -> TradeOut:
+def get_trade(trade_id: TradeIdPath, session: SessionDep, service: ServiceDep, reader: ReaderDep) -> TradeOut:
     """From the index, which holds final blocks only: a trade appears a few seconds after its
-    submission is `recorded` (the configured confirmations)."""
+    submission is `recorded` (the configured confirmations). A trader sees its own trades only
+    (404 for others')."""
     row = queries.get_trade(session, trade_id)
     if row is None:
         raise errors.NotFoundError("no such trade in the index", trade_id=trade_id)
+    visible(reader, Scope.TRADES_READ, row.seller, row.buyer, what="trade in the index", trade_id=trade_id)
     return TradeOut.from_row(row, chain_head(service))
 
 

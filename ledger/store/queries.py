@@ -18,6 +18,7 @@ from typing import Generic, Literal, TypeVar
 from sqlalchemy import ColumnElement, Executable, Select, select, tuple_, union_all
 from sqlalchemy.orm import Session, selectinload
 
+from ledger.domain.market import TradeVolume
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ValidationError
 from ledger.store.models import (
@@ -200,3 +201,21 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
     if match is None or int(match[1]) > _MAX_BLOCK_NUMBER or int(match[2]) > _MAX_LOG_INDEX:
         raise ValidationError("cursor is not one this API returned", field="cursor", value=cursor)
     return int(match[1]), int(match[2])
+
+
+def trade_parties(session: Session, trade_id: str) -> tuple[str, str] | None:
+    """(seller, buyer) of an indexed trade, or None: the check of who may see a trade."""
+    row = session.execute(
+        select(Trade.seller, Trade.buyer).where(Trade.trade_id == hash32(trade_id, field="tradeId"))
+    ).first()
+    return None if row is None else (row.seller, row.buyer)
+
+
+def trades_in_force(session: Session, start: int, end: int) -> list[TradeVolume]:
+    """Delivery terms of the recorded (not cancelled or amended) trades delivering in [start, end)."""
+    rows = session.execute(
+        select(Trade.delivery_start, Trade.delivery_end, Trade.energy_per_interval_wh, Trade.price_minor_per_mwh).where(
+            Trade.status == TradeStatus.RECORDED, Trade.delivery_start < end, Trade.delivery_end > start
+        )
+    )
+    return [TradeVolume(*row) for row in rows]

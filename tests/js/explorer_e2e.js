@@ -1,6 +1,6 @@
 // Drives the explorer page in headless Chromium (playwright-core, the system's /usr/bin/chromium)
-// for tests/test_explorer.py. argv[2]: JSON {baseUrl, tradeId, account, runId, kind, day,
-// executablePath?, screenshotDir?}. stdout: JSON of what the page showed. Exits 2 when Chromium cannot start.
+// for tests/test_explorer.py. argv[2]: JSON {baseUrl, auditorToken, tradeId, account, runId, kind,
+// day, executablePath?, screenshotDir?}. stdout: JSON of what the page showed. Exits 2 when Chromium cannot start.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -48,6 +48,21 @@ async function main() {
     page.on('console', message => message.type() === 'error' && out.errors.push(`console: ${message.text()}`));
     await page.goto(`${input.baseUrl}/explorer/`);
 
+    // Without a token: a trade is not public, the day's chart is.
+    await page.waitForSelector('#whoami[data-kind="public"]');
+    await page.fill('#query', input.tradeId);
+    await page.click('#search button');
+    out.withoutToken = await (await page.waitForSelector('#error')).textContent();
+    await page.fill('#query', input.day);
+    await page.click('#search button');
+    await page.waitForSelector('#chart');
+    out.publicDay = {
+      bars: await page.$$eval('#chart rect.bar', bars => bars.map(b => Number(b.dataset.energyWh))),
+      tradesNeedToken: (await page.$('#trades-need-token')) !== null,
+    };
+    await signIn(page, input.auditorToken);
+    out.whoami = await page.textContent('#whoami');
+
     // A trade id in the search box: the timeline with its block and transaction.
     await page.fill('#query', input.tradeId);
     await page.click('#search button');
@@ -78,6 +93,8 @@ async function main() {
       proof.values[5] = String(BigInt(proof.values[5]) + 1n);
       await route.fulfill({ response: answer, json: proof });
     });
+    await tampered.goto(`${input.baseUrl}/explorer/`);
+    await signIn(tampered, input.auditorToken);  // the token is kept per tab
     await tampered.goto(page.url());
     out.tampered = await verdict(tampered);
     await snap(tampered, input, 'tampered');
@@ -96,6 +113,12 @@ async function main() {
     fs.rmSync(profile, { recursive: true, force: true });
   }
   process.stdout.write(JSON.stringify(out));
+}
+
+async function signIn(page, token) {
+  await page.fill('#token', token);
+  await page.click('#signin button');
+  await page.waitForSelector('#whoami[data-kind="token"]');
 }
 
 async function snap(page, input, name) {

@@ -18,12 +18,14 @@ import httpx
 import pytest
 import uvicorn
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from api.app import create_app
+from ledger.auth.scopes import ROLES
 from ledger.chain.deployment import Deployment
 from ledger.chain.node import DEV_ACCOUNT_KEYS, LocalNode
 from ledger.chain.rpc import JsonRpc
@@ -31,6 +33,7 @@ from ledger.chain.transactions import TransactionSender
 from ledger.config import Settings
 from ledger.domain.trade import SignedTrade, Trade
 from ledger.domain.units import to_datetime
+from ledger.services.access import AccessService
 from ledger.services.context import LedgerContext
 from ledger.services.devstack import deploy
 from ledger.services.runtime import LedgerService
@@ -101,14 +104,27 @@ def iso(unix_seconds: int) -> str:
 
 @dataclass
 class RunningService:
-    client: httpx.Client
+    client: httpx.Client  # with an auditor's token (every read scope, no operator action)
+    public: httpx.Client  # without a token
     service: LedgerService
     settings: Settings
     market: Market
+    auditor_token: str
 
     @property
     def operator(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+    def trader(self, account: LocalAccount) -> httpx.Client:
+        """A client signed in as `account` (a registered participant) with SIWE; close it after use."""
+        challenge = self.public.get("/auth/siwe/nonce", params={"address": account.address})
+        assert challenge.status_code == 200, challenge.text
+        message = challenge.json()["message"]
+        signature = account.sign_message(encode_defunct(text=message)).signature.to_0x_hex()
+        answer = self.public.post("/auth/siwe", json={"message": message, "signature": signature})
+        assert answer.status_code == 201, answer.text
+        token = answer.json()["accessToken"]
+        return httpx.Client(base_url=self.public.base_url, timeout=60, headers={"Authorization": f"Bearer {token}"})
 
     def register(self, kind: str = "prosumer") -> LocalAccount:
         """A new participant, registered through the operator endpoint."""
@@ -207,17 +223,24 @@ def running_service(rpc_url: str, database_url: str, workdir: Path) -> Iterator[
         confirmations=1,
         relayer_batch_window_ms=20,
         operator_token=SecretStr(OPERATOR_TOKEN),
+        # Tests poll fast; tests/test_access.py checks the limits on an app of its own.
+        rate_limit_per_second=0,
+        token_rate_limit_per_second=0,
     )
     deployment = deploy(settings, rpc_url)
     context = LedgerContext.open(settings, rpc_url=rpc_url)
     try:
         service = LedgerService(context)
         market = market_for(rpc_url, deployment, context.abi)
+        auditor = AccessService(settings, context.sessions, context.read_sessions).issue(
+            "test-auditor", ROLES["auditor"]
+        )
         with (
             serve(create_app(settings, service=service)) as base_url,
-            httpx.Client(base_url=base_url, timeout=60) as client,
+            httpx.Client(base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {auditor.token}"}) as client,
+            httpx.Client(base_url=base_url, timeout=60) as public,
         ):
-            running = RunningService(client, service, settings, market)
+            running = RunningService(client, public, service, settings, market, auditor.token)
             running.wait_indexed("/health")
             yield running
         market.rpc.close()

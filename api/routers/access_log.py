@@ -1,0 +1,49 @@
+"""The access log: every request for non-public data made with a credential, oldest first."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.access_schemas import AccessLogEntryOut, AccessLogPage
+from api.auth import AccessDep, require
+from api.deps import SessionDep
+from api.problems import problem_responses
+from api.types import IsoTime
+from ledger.auth.scopes import Principal, Scope
+from ledger.domain.units import to_datetime
+from ledger.errors import ValidationError
+from ledger.store.queries import MAX_PAGE_SIZE
+
+router = APIRouter(tags=["audit"], responses=problem_responses(401, 403, 422))
+
+
+@router.get("/access-log", operation_id="listAccessLog", summary="Who read what, and when (access-log:read)")
+def list_access_log(
+    session: SessionDep,
+    access: AccessDep,
+    _auditor: Annotated[Principal, Depends(require(Scope.ACCESS_LOG_READ))],
+    principal: Annotated[str | None, Query(max_length=100, description="a token's name or a trader's address")] = None,
+    since: Annotated[IsoTime | None, Query(alias="from")] = None,
+    until: Annotated[IsoTime | None, Query(alias="to", description="exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=20, description="nextCursor of the previous page")] = None,
+) -> AccessLogPage:
+    """Reading the log is itself logged. Entries are never changed or deleted (the database
+    refuses it)."""
+    if cursor is not None and not cursor.isdigit():
+        raise ValidationError("cursor must be the nextCursor of a previous page", field="cursor", value=cursor)
+    rows = access.entries(
+        session,
+        principal=principal,
+        since=None if since is None else to_datetime(since),
+        until=None if until is None else to_datetime(until),
+        after_id=None if cursor is None else int(cursor),
+        limit=limit + 1,
+    )
+    page = rows[:limit]
+    return AccessLogPage(
+        items=[AccessLogEntryOut.from_row(row) for row in page],
+        next_cursor=str(page[-1].id) if len(rows) > limit else None,
+    )
