@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.auth import tokens
 from ledger.auth.scopes import PUBLIC, ROLES, Principal, PrincipalKind, Scope, parse_scopes
 from ledger.auth.siwe import SiweError, SiweMessage, signer_of
+from ledger.chain.compiler import PROJECT_ROOT
 from ledger.config import Settings
 from ledger.domain.market import TradeVolume, interval_aggregates
 from ledger.domain.settlement import round_half_even
@@ -313,3 +316,59 @@ def test_an_interval_without_trades_has_no_price() -> None:
     assert (empty.trade_count, empty.volume_wh, empty.vwap_minor_per_mwh, empty.low_minor_per_mwh) == (0, 0, None, None)
     with pytest.raises(ValueError):
         interval_aggregates([], 1, Q)
+
+
+# --- interop with the reference implementation (npm `siwe`, ethers 6) -----------------------------
+
+
+def test_messages_interoperate_with_the_siwe_reference_library() -> None:
+    ours = message_for(ALICE, "abcdefgh12", resources=("https://ledger.example/terms",))
+    text = ours.text()
+    build = {
+        "domain": DOMAIN,
+        "statement": "Sign in to GridLedger.",
+        "uri": f"https://{DOMAIN}/",
+        "version": "1",
+        "chainId": CHAIN_ID,
+        "nonce": "zyxwvuts98",
+        "issuedAt": "2026-11-27T08:00:00.000Z",
+        "expirationTime": "2026-11-27T08:05:00.000Z",
+        "privateKey": "0x" + "b2" * 32,
+    }
+    done = subprocess.run(
+        [
+            "node",
+            str(PROJECT_ROOT / "tests" / "js" / "siwe_interop.js"),
+            json.dumps(
+                {
+                    "ours": {"text": text, "signature": signed(ALICE, text)},
+                    "build": build,
+                }
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    # The reference library reads our text as we meant it, and verifies our signature over it.
+    assert seen["parsedOurs"] == {
+        "domain": DOMAIN,
+        "address": ALICE.address,
+        "statement": "Sign in to GridLedger.",
+        "uri": f"https://{DOMAIN}/",
+        "version": "1",
+        "chainId": CHAIN_ID,
+        "nonce": "abcdefgh12",
+        "issuedAt": "2026-11-27T08:00:00Z",
+        "expirationTime": "2026-11-27T08:05:00Z",
+        "resources": ["https://ledger.example/terms"],
+    }
+    assert seen["oursVerified"] is True
+    # And we read the library's message and recover its signer (an ethers wallet).
+    theirs = SiweMessage.parse(seen["theirs"]["text"])
+    assert (theirs.address, theirs.nonce, theirs.chain_id) == (seen["theirs"]["address"], "zyxwvuts98", CHAIN_ID)
+    assert theirs.expiration_time == T0 + timedelta(minutes=5)
+    assert signer_of(seen["theirs"]["text"], seen["theirs"]["signature"]) == theirs.address
