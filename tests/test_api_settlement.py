@@ -117,6 +117,10 @@ class Market:
         self.metering.import_prices({self.start: 45_000, second: 45_000}, self.start, self.end, source="test")
 
 
+def market_span(market: Market) -> dict[str, str]:
+    return {"from": iso(market.start), "to": iso(market.end)}
+
+
 def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: RunningService) -> None:
     market = Market(api)
     client, operator = api.client, api.operator
@@ -165,6 +169,17 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
     assert all(line["delta"] is None for line in statement["lines"])
     imbalance = next(line for line in statement["lines"] if line["kindName"] == "imbalance")
     assert imbalance["intervalStart"] == iso(market.start) and imbalance["energyWh"] == -20_000
+
+    # R, signed in with its own key, reads its statement and proofs; not G's, and not without a token.
+    with api.trader(market.r) as trader:
+        own = trader.get(f"/settlement-runs/{run_id}/statements/{market.r.address}")
+        assert own.status_code == 200 and own.json() == statement
+        assert trader.get(statement["lines"][0]["links"]["proof"]).status_code == 200
+        assert_problem(trader.get(f"/settlement-runs/{run_id}/statements/{market.g.address}"), 404, "not_found")
+        exported = trader.get("/exports/statements.json", params={**market_span(market), "runId": run_id}).json()
+        assert {row["account"] for row in exported} == {market.r.address}  # its own lines only
+    assert_problem(api.public.get(f"/settlement-runs/{run_id}/statements/{market.r.address}"), 401, "token_required")
+    assert api.public.get(f"/settlement-runs/{run_id}").json()["root"] == run["root"]  # run headers are public
 
     # Every line of R's statement: verified by @openzeppelin/merkle-tree and by the contract.
     proofs = [client.get(line["links"]["proof"]).json() for line in statement["lines"]]
