@@ -78,18 +78,7 @@ class AccessLogEntryOut(ResponseModel):
 
     @classmethod
     def from_row(cls, row: AccessLogEntry) -> AccessLogEntryOut:
-        return cls(
-            id=row.id,
-            at=row.at,
-            principal_kind=row.principal_kind.value,
-            principal=row.principal,
-            token_id=row.token_id,
-            method=row.method,
-            path=row.path,
-            query=row.query,
-            status=row.status,
-            client=row.client,
-        )
+        return cls.model_validate(row, from_attributes=True)
 
 
 class AccessLogPage(ResponseModel):
@@ -112,15 +101,7 @@ class IntervalAggregateOut(ResponseModel):
 
     @classmethod
     def of(cls, aggregate: IntervalAggregate) -> IntervalAggregateOut:
-        return cls(
-            interval_start=aggregate.interval_start,
-            trade_count=aggregate.trade_count,
-            volume_wh=aggregate.volume_wh,
-            value_wh_minor_per_mwh=aggregate.value_wh_minor_per_mwh,
-            vwap_minor_per_mwh=aggregate.vwap_minor_per_mwh,
-            low_minor_per_mwh=aggregate.low_minor_per_mwh,
-            high_minor_per_mwh=aggregate.high_minor_per_mwh,
-        )
+        return cls.model_validate(aggregate, from_attributes=True)
 
 
 class MarketIntervalsOut(ResponseModel):
