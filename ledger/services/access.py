@@ -37,6 +37,8 @@ from ledger.store.access_models import AccessLogEntry, ApiToken, SiweNonce
 log = logging.getLogger(__name__)
 
 TOKEN_CACHE_SECONDS = 2.0
+# A bound on cached checks: random tokens sent by a client must not grow the cache without limit.
+TOKEN_CACHE_ENTRIES = 10_000
 # A signed message may name a time this far ahead of ours (clocks of wallets drift).
 CLOCK_SKEW = timedelta(seconds=60)
 # Entries written per access-log transaction, at most.
@@ -147,6 +149,10 @@ class AccessService:
         if cached is None or cached[0] < now:
             cached = (now + TOKEN_CACHE_SECONDS, self._lookup(token))
             with self._cache_lock:
+                if len(self._cache) >= TOKEN_CACHE_ENTRIES:
+                    self._cache = {key: value for key, value in self._cache.items() if value[0] >= now}
+                    if len(self._cache) >= TOKEN_CACHE_ENTRIES:
+                        self._cache.clear()
                 self._cache[token] = cached
         outcome = cached[1]
         if isinstance(outcome, Exception):
