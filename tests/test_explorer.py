@@ -130,11 +130,60 @@ def test_an_auditor_traces_a_trade_and_verifies_a_line_in_the_browser(api: Runni
     )
     seen = json.loads(done.stdout)
 
+    # What the page showed, against the API's own answers to the same questions.
+    history = api.client.get(f"/trades/{market.trade_id}/history").json()
+    events = history["events"]
     recorded = trade["provenance"]
-    assert seen["trade"]["events"] == ["recorded"]
-    assert seen["trade"]["blockNumbers"] == [recorded["blockNumber"]]
-    assert seen["trade"]["transactionHashes"] == [recorded["transactionHash"]]
+    assert [e["kind"] for e in events] == seen["trade"]["events"] == ["recorded", "settled"]
+    assert seen["trade"]["eventTradeIds"] == [e["tradeId"] for e in events]
+    assert seen["trade"]["blockNumbers"] == [e["blockNumber"] for e in events]
+    assert seen["trade"]["transactionHashes"] == [e["transactionHash"] for e in events]
+    assert (events[0]["blockNumber"], events[0]["transactionHash"]) == (
+        recorded["blockNumber"],
+        recorded["transactionHash"],
+    )
     assert seen["trade"]["jsonLink"] == f"/trades/{market.trade_id}"
+    assert seen["trade"]["lineage"] == history["lineage"] == [market.trade_id]
+    settled = events[1]
+    assert settled["runId"] == run_id and settled["transactionHash"] == created.json()["commit"]["transactionHash"]
+    assert seen["trade"]["settled"] == [
+        {
+            "runId": run_id,
+            "runVersion": settled["runVersion"],
+            "runStatus": settled["runStatus"],
+            "lines": [
+                {
+                    "account": line["account"],
+                    "kindName": line["kindName"],
+                    "energyWh": line["energyWh"],
+                    "amountMinor": line["amountMinor"],
+                    "proof": f"#/proof/{run_id}/{line['account']}/{line['kind']}/{line['ref']}",
+                }
+                for line in settled["lines"]
+            ],
+        }
+    ]
+    assert {(line["account"], line["kindName"]) for line in settled["lines"]} == {
+        (market.g.address, "trade"),
+        (market.r.address, "trade"),
+    }
+    # "Verify against the chain" on the trade page: the server's report, every check a match.
+    verification = api.client.get(f"/verify/trades/{market.trade_id}").json()
+    assert verification["verdict"] == "match" and all(check["match"] for check in verification["checks"])
+    assert seen["tradeVerification"] == {
+        "verdict": "match",
+        "checks": [[check["field"], "match"] for check in verification["checks"]],
+    }
+    # The settled event's line of the retailer: verified in the browser, then by the server.
+    line = next(line for line in settled["lines"] if line["account"] == market.r.address)
+    line_path = f"{run_id}/lines/{line['account']}/{line['kind']}/{line['ref']}"
+    line_verification = api.client.get(f"/verify/settlement-runs/{line_path}").json()
+    assert line_verification["verdict"] == "match"
+    assert seen["settledLine"] == {
+        "hash": f"#/proof/{run_id}/{line['account']}/{line['kind']}/{line['ref']}",
+        "browser": {"verified": True, "text": f"verified against root {created.json()['root']}"},
+        "server": {"verdict": "match", "checks": [[check["field"], "match"] for check in line_verification["checks"]]},
+    }
     assert "total" in seen["statementKinds"] and "trade" in seen["statementKinds"]
     assert seen["verified"] == {"verified": True, "text": f"verified against root {created.json()['root']}"}
     assert seen["tampered"]["verified"] is False and seen["tampered"]["text"].startswith("NOT verified")

@@ -1,4 +1,5 @@
-// The auditors' explorer: hash routes over the JSON API, DOM built without innerHTML.
+// The auditors' explorer: hash routes over the JSON API, DOM built without innerHTML. Line proofs are
+// verified here in the browser; "Verify against the chain" asks the server to re-read the chain.
 //   #/trade/<tradeId>   #/participant/<address>[/<runId>]   #/proof/<runId>/<account>/<kind>/<ref>
 //   #/day/<YYYY-MM-DD>
 import { verify } from './merkle.js';
@@ -90,20 +91,75 @@ document.getElementById('search').addEventListener('submit', event => {
 
 // --- trade ---------------------------------------------------------------------------------------
 
-function provenanceCells(p) {
+// How an event's related trade relates to the event's own trade (TradeHistoryOut).
+const RELATION = { recorded: 'amends', amended: 'amended by' };
+
+const proofRoute = (runId, line) => `/proof/${runId}/${line.account}/${line.kind}/${line.ref}`;
+
+function eventProvenance(e) {
+  // Only a settled event of a run not committed yet has no block.
+  if (e.blockNumber === null) return [h('td', { colspan: 2, class: 'muted' }, 'not on chain yet')];
+  // A settled event's provenance is the run's commit: its block and transaction, no log index.
   return [
-    h('td', {}, 'block ', h('span', { class: 'block-number' }, p.blockNumber), h('br'), hash(p.blockHash)),
-    h('td', {}, 'tx ', h('span', { class: 'tx-hash hash' }, p.transactionHash), h('br'), `index ${p.transactionIndex}, log ${p.logIndex}`),
-    num(p.confirmations ?? '—'),
+    h('td', {}, 'block ', h('span', { class: 'block-number' }, e.blockNumber), h('br'), hash(e.blockHash)),
+    h('td', {}, 'tx ', h('span', { class: 'tx-hash hash' }, e.transactionHash), h('br'),
+      e.logIndex === null ? 'the run\'s commit' : `log ${e.logIndex}`),
   ];
+}
+
+function settledLines(e) {
+  return h(
+    'div',
+    { class: 'run', 'data-run-id': e.runId, 'data-run-version': e.runVersion, 'data-run-status': e.runStatus },
+    h('p', {}, 'run ', json(`/settlement-runs/${e.runId}`, e.runId), `, version ${e.runVersion}, ${e.runStatus}`),
+    table(
+      ['account', 'kind', 'energy (Wh)', 'amount (minor)', 'proof'],
+      e.lines.map(line =>
+        h(
+          'tr',
+          { 'data-account': line.account, 'data-kind': line.kindName, 'data-energy-wh': line.energyWh, 'data-amount-minor': line.amountMinor },
+          h('td', {}, route(`/participant/${line.account}/${e.runId}`, line.account)),
+          h('td', {}, line.kindName),
+          num(line.energyWh),
+          num(line.amountMinor),
+          h('td', {}, h('a', { href: '#' + proofRoute(e.runId, line), 'data-line-proof': '' }, 'verify')),
+        ),
+      ),
+    ),
+  );
+}
+
+function timelineItem(e, tradeId) {
+  return h(
+    'li',
+    { 'data-event': e.kind, 'data-trade-id': e.tradeId },
+    h('strong', {}, e.kind),
+    // The history covers the whole amendment chain: say which trade an event belongs to.
+    e.tradeId === tradeId ? null : [' of ', route(`/trade/${e.tradeId}`, e.tradeId)],
+    e.relatedTradeId ? [` — ${RELATION[e.kind] ?? 'related'} `, route(`/trade/${e.relatedTradeId}`, e.relatedTradeId)] : null,
+    e.reasonName ? [' — ', e.reasonName] : null,
+    e.kind === 'settled' ? settledLines(e) : null,
+    table(['block', 'transaction'], h('tr', {}, eventProvenance(e))),
+  );
+}
+
+function lineage(ids, tradeId) {
+  return h(
+    'ol',
+    { id: 'lineage' },
+    ids.map(id =>
+      h('li', { 'data-trade-id': id }, id === tradeId ? h('strong', { 'aria-current': 'page' }, hash(id), ' (this trade)') : route(`/trade/${id}`, id))),
+  );
 }
 
 async function showTrade(tradeId) {
   const path = `/trades/${tradeId}`;
+  // One after the other: a refused token stops at the first request instead of failing twice.
   const trade = await api(path);
+  const history = await api(`${path}/history`);
   show(
     h('h2', {}, 'Trade ', hash(trade.tradeId)),
-    h('p', {}, 'JSON: ', json(path)),
+    h('p', {}, 'JSON: ', json(path), ' · ', json(`${path}/history`)),
     fields([
       ['status', trade.status],
       ['seller', route(`/participant/${trade.seller}`, trade.seller)],
@@ -116,23 +172,73 @@ async function showTrade(tradeId) {
       ['replaces', trade.replaces ? route(`/trade/${trade.replaces}`, trade.replaces) : '—'],
       ['replaced by', trade.replacedBy ? route(`/trade/${trade.replacedBy}`, trade.replacedBy) : '—'],
       ['recorded at', trade.recordedAt],
+      ['confirmations', trade.provenance?.confirmations ?? '—'],
     ]),
+    serverCheck(
+      `/verify/trades/${tradeId}`,
+      'Checked by the server: a re-read of the chain',
+      'The service finds the trade\'s TradeRecorded and TradeCancelled logs by its id, reads the contract\'s ' +
+        'tradeStatus and the blocks\' headers, and compares them field by field with the index this page shows.',
+    ),
+    h('h2', {}, 'Amendment lineage'),
+    h('p', { class: 'muted' }, 'Oldest first; the timeline covers every trade of it.'),
+    lineage(history.lineage, tradeId),
     h('h2', {}, 'Timeline'),
+    h('ol', { class: 'timeline', id: 'timeline' }, history.events.map(e => timelineItem(e, tradeId))),
+  );
+}
+
+// --- the server's verification against the chain -------------------------------------------------
+
+const shown = value => (value === null || value === undefined ? '—' : typeof value === 'string' ? value : JSON.stringify(value));
+const checkVerdict = check => (check.match ? 'match' : 'mismatch');
+
+function verificationReport(report) {
+  const failed = report.checks.filter(c => !c.match).map(c => c.field);
+  return h(
+    'div',
+    { id: 'verification', 'data-verdict': report.verdict },
     h(
-      'ol',
-      { class: 'timeline', id: 'timeline' },
-      trade.events.map(e =>
+      'p',
+      { class: `verdict ${report.verdict === 'match' ? 'ok' : 'bad'}` },
+      report.verdict === 'match'
+        ? `match: ${report.checks.length} checks equal on chain (head ${report.chainHead})`
+        : `${report.verdict.toUpperCase()}: ${failed.join(', ') || 'on one side only'} (head ${report.chainHead})`,
+    ),
+    table(
+      ['field', 'index', 'chain', 'verdict'],
+      report.checks.map(c =>
         h(
-          'li',
-          { 'data-event': e.event },
-          h('strong', {}, e.event),
-          e.relatedTradeId ? [' — related ', route(`/trade/${e.relatedTradeId}`, e.relatedTradeId)] : null,
-          e.reason ? [' — ', e.reason.name ?? e.reason.selector] : null,
-          table(['block', 'transaction', 'confirmations'], h('tr', {}, provenanceCells(e.provenance))),
+          'tr',
+          { 'data-check': c.field, 'data-verdict': checkVerdict(c) },
+          h('td', {}, c.field),
+          h('td', {}, h('code', {}, shown(c.index))),
+          h('td', {}, h('code', {}, shown(c.chain))),
+          h('td', { class: `check ${checkVerdict(c)}` }, checkVerdict(c)),
         ),
       ),
     ),
   );
+}
+
+/** A section with a button that asks the server to re-read the chain (GET /verify/...) on demand:
+ * every verification costs chain reads and lands in the access log, so it is not done on load. */
+function serverCheck(path, title, explanation) {
+  const output = h('div', { class: 'server-check-output' });
+  const button = h('button', { type: 'button', id: 'verify-chain' }, 'Verify against the chain');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    output.replaceChildren(h('p', { class: 'muted' }, 'Reading the chain…'));
+    try {
+      output.replaceChildren(verificationReport(await api(path)), h('p', {}, 'JSON: ', json(path)));
+    } catch (error) {
+      // Inside a click handler nothing above would catch it: show it where the report would be.
+      output.replaceChildren(h('p', { class: 'error', id: 'verification-error' }, error.message));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h('section', { class: 'server-check' }, h('h2', {}, title), h('p', { class: 'muted' }, explanation), button, output);
 }
 
 // --- participant and statements ------------------------------------------------------------------
@@ -194,7 +300,7 @@ async function statement(address, runId) {
           h('td', {}, line.intervalStart ?? (line.kind === 1 ? route(`/trade/${line.ref}`, line.ref) : hash(line.ref))),
           num(line.energyWh),
           num(line.amountMinor),
-          h('td', {}, route(`/proof/${runId}/${address}/${line.kind}/${line.ref}`, 'verify')),
+          h('td', {}, route(proofRoute(runId, { ...line, account: address }), 'verify')),
         ),
       ),
     ),
@@ -245,20 +351,33 @@ async function showProof(runId, account, kind, ref) {
     h('h2', {}, 'Line proof'),
     h('p', {}, 'JSON: ', json(path)),
     h(
-      'p',
-      { id: 'verdict', class: `verdict ${ok ? 'ok' : 'bad'}`, 'data-verified': String(ok) },
-      ok ? `verified against root ${proof.root}` : `NOT verified: ${why}`,
+      'section',
+      { class: 'browser-check' },
+      h('h2', {}, 'Checked in this browser: the Merkle proof'),
+      h('p', { class: 'muted' }, 'This page hashed the line\'s values into its leaf and folded the proof up to a root ' +
+        '(keccak-256 here, not on the server), then compared it with the run\'s root as the API serves it.'),
+      h(
+        'p',
+        { id: 'verdict', class: `verdict ${ok ? 'ok' : 'bad'}`, 'data-verified': String(ok) },
+        ok ? `verified against root ${proof.root}` : `NOT verified: ${why}`,
+      ),
+      fields([
+        ['leaf encoding', h('code', {}, proof.leafEncoding.join(', '))],
+        ['values', h('code', {}, proof.values.join(', '))],
+        ['leaf (computed here)', hash(result.leaf)],
+        ['leaf (as served)', hash(proof.leafHash)],
+        ['proof', h('code', {}, proof.proof.join(' '))],
+        ['root of the run', [hash(run.root), ` (${run.status}, version ${run.version})`]],
+        ['committed by', [hash(proof.transactionHash), proof.blockNumber ? ` in block ${proof.blockNumber}` : '']],
+        ['contract', [hash(proof.contractAddress), ` on chain ${proof.chainId}: verifyLine(runId, …values[1:], proof)`]],
+      ]),
     ),
-    fields([
-      ['leaf encoding', h('code', {}, proof.leafEncoding.join(', '))],
-      ['values', h('code', {}, proof.values.join(', '))],
-      ['leaf (computed here)', hash(result.leaf)],
-      ['leaf (as served)', hash(proof.leafHash)],
-      ['proof', h('code', {}, proof.proof.join(' '))],
-      ['root of the run', [hash(run.root), ` (${run.status}, version ${run.version})`]],
-      ['committed by', [hash(proof.transactionHash), proof.blockNumber ? ` in block ${proof.blockNumber}` : '']],
-      ['contract', [hash(proof.contractAddress), ` on chain ${proof.chainId}: verifyLine(runId, …values[1:], proof)`]],
-    ]),
+    serverCheck(
+      `/verify/settlement-runs/${runId}/lines/${account}/${kind}/${ref}`,
+      'Checked by the server: a re-read of the chain',
+      'The service rebuilds the line\'s leaf and proof from the run\'s stored lines, reads the run\'s root from ' +
+        'the Settlement contract and asks the contract itself (verifyLine, an eth_call) whether the proof holds.',
+    ),
     h('p', {}, route(`/participant/${account}/${runId}`, '← statement')),
   );
 }

@@ -63,17 +63,41 @@ async function main() {
     await signIn(page, input.auditorToken);
     out.whoami = await page.textContent('#whoami');
 
-    // A trade id in the search box: the timeline with its block and transaction.
+    // A trade id in the search box: the timeline (the trade's history) with blocks and transactions.
     await page.fill('#query', input.tradeId);
     await page.click('#search button');
     await page.waitForSelector('#timeline li');
     await snap(page, input, 'trade');
     out.trade = {
       events: await page.$$eval('#timeline li', items => items.map(li => li.dataset.event)),
+      eventTradeIds: await page.$$eval('#timeline li', items => items.map(li => li.dataset.tradeId)),
       blockNumbers: await page.$$eval('#timeline .block-number', s => s.map(e => Number(e.textContent))),
       transactionHashes: await page.$$eval('#timeline .tx-hash', s => s.map(e => e.textContent)),
       jsonLink: await page.getAttribute('a[href^="/trades/"]', 'href'),
+      lineage: await page.$$eval('#lineage li', items => items.map(li => li.dataset.tradeId)),
+      settled: await page.$$eval('#timeline li[data-event="settled"] .run', runs => runs.map(run => ({
+        runId: run.dataset.runId,
+        runVersion: Number(run.dataset.runVersion),
+        runStatus: run.dataset.runStatus,
+        lines: [...run.querySelectorAll('tr[data-account]')].map(tr => ({
+          account: tr.dataset.account,
+          kindName: tr.dataset.kind,
+          energyWh: Number(tr.dataset.energyWh),
+          amountMinor: Number(tr.dataset.amountMinor),
+          proof: tr.querySelector('a[data-line-proof]').getAttribute('href'),
+        })),
+      }))),
     };
+    // The server's re-read of the chain, on demand.
+    out.tradeVerification = await serverVerification(page);
+    await snap(page, input, 'trade-verified');
+
+    // From the settled event to the account's trade line: verified in the page, then by the server.
+    await page.click(`#timeline li[data-event="settled"] tr[data-account="${input.account}"][data-kind="trade"] a[data-line-proof]`);
+    out.settledLine = { hash: null, browser: await verdict(page) };
+    out.settledLine.hash = new URL(page.url()).hash;
+    out.settledLine.server = await serverVerification(page);
+    await snap(page, input, 'settled-line');
 
     // The account's statement of the run, then one line's proof, verified in the page.
     await page.fill('#query', input.account);
@@ -123,6 +147,17 @@ async function signIn(page, token) {
 
 async function snap(page, input, name) {
   if (input.screenshotDir) await page.screenshot({ path: path.join(input.screenshotDir, `${name}.png`), fullPage: true });
+}
+
+/** Clicks "Verify against the chain" and reads the server's report (or its error) off the page. */
+async function serverVerification(page) {
+  await page.click('#verify-chain');
+  const shown = await page.waitForSelector('#verification, #verification-error');
+  if ((await shown.getAttribute('id')) === 'verification-error') return { error: await shown.textContent() };
+  return {
+    verdict: await shown.getAttribute('data-verdict'),
+    checks: await page.$$eval('#verification tr[data-check]', rows => rows.map(r => [r.dataset.check, r.dataset.verdict])),
+  };
 }
 
 async function verdict(page) {
