@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.errors import LedgerError
 from ledger.services.verification import verify
 from ledger.store.db import make_engine, make_session_factory
-from scripts.reindex import index_name
+from scripts.reindex import index_name, index_sources
 from scripts.settings_flags import SettingsRefused, add_settings_flags, settings_from_flags
 
 
@@ -35,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         deployment = Deployment.load(settings.deployment_file)
         engine = make_engine(settings.database_url)
+        addresses, abi = index_sources(deployment)
         with JsonRpcLogSource(settings.rpc_url) as source:
             differences = verify(
                 source,
                 make_session_factory(engine, read_only=True),
                 name=args.name or index_name(deployment),
-                addresses=[deployment.contracts["TradeLedger"].address],
-                abi=compile_contracts()["TradeLedger"].abi,
+                addresses=addresses,
+                abi=abi,
                 start_block=deployment.start_block,
             )
         engine.dispose()

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ConflictError, NotFoundError, ValidationError
-from ledger.store import metering_models, outbox, queries, settlement_models
+from ledger.store import chain_models, metering_models, outbox, queries, settlement_models
 from ledger.store.db import current_revision, make_engine, make_session_factory, migrate
 from ledger.store.models import (
     Base,
@@ -58,7 +58,7 @@ def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
 
 
 def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
-    assert current_revision(store_engine) == "0004"
+    assert current_revision(store_engine) == "0006"
     # Tables of other modules join Base.metadata when imported: the comparison must cover them.
     metering = (
         metering_models.ReadingBatchRow,
@@ -76,6 +76,8 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
         settlement_models.Dispute,
     )
     assert {model.__tablename__ for model in settlement} <= set(Base.metadata.tables)
+    chain = (chain_models.ChainBatch, chain_models.ChainRun, chain_models.ChainDispute)
+    assert {model.__tablename__ for model in chain} <= set(Base.metadata.tables)
     assert schema_differences(store_engine, Base.metadata) == []
     # compare_metadata ignores CHECK constraints: compare them by name.
     inspector = inspect(store_engine)
@@ -100,7 +102,7 @@ def test_migrate_is_idempotent(database_url: str) -> None:
         assert current_revision(engine) is None
         migrate(database_url)
         migrate(engine)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == "0006"
     finally:
         engine.dispose()
 

@@ -70,6 +70,8 @@ from ledger.domain.settlement import (
     settle,
 )
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
+from ledger.indexer.ports import BlockHeader
+from ledger.services.chain_facts import ChainFacts
 from ledger.services.context import LedgerContext
 from ledger.signing.disputes import DisputeLine, dispute_digest, dispute_typed_data
 from ledger.signing.trader import recover_signer
@@ -394,6 +396,8 @@ class _Provenance:
     committed_at: int
     dispute_window_ends: int
     gas_used: int | None
+    logs: list[dict[str, Any]]  # of the commit's receipt (or the RunCommitted log alone), for ChainFacts
+    block: BlockHeader
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -406,6 +410,7 @@ class SettlementService:
         self._read_sessions = context.read_sessions
         self._settler = context.settler
         self._operator = context.settlement_operator
+        self._chain_facts = ChainFacts(context.rpc, context.deployment)
         settings = context.settings
         self._parameters = SettlementParameters(settings.tolerance_bps, settings.penalty_bps)
         self._balancing_account = context.settlement_operator.sender.address
@@ -749,13 +754,16 @@ class SettlementService:
         committed = [e for e in self._settler.events(receipt, "RunCommitted") if e["runId"] == identity]
         if not committed:
             return None
+        block = self._chain_facts.block(receipt.block_hash)
         return _Provenance(
             transaction_hash=receipt.transaction_hash,
             block_number=receipt.block_number,
             block_hash=receipt.block_hash,
-            committed_at=self._block_timestamp(receipt.block_number),
+            committed_at=block.timestamp,
             dispute_window_ends=int(committed[0]["disputeWindowEnds"]),
             gas_used=receipt.gas_used or None,
+            logs=receipt.logs,
+            block=block,
         )
 
     def _record_transaction(self, identity: str, tx_hash: str) -> None:
@@ -786,6 +794,7 @@ class SettlementService:
             row.block_hash = provenance.block_hash
             row.committed_at = provenance.committed_at
             row.dispute_window_ends = provenance.dispute_window_ends
+            self._chain_facts.write(session, provenance.logs, provenance.block)
             session.flush()
             return RunSummary.of(row)
 
@@ -793,9 +802,6 @@ class SettlementService:
 
     def _transaction_known(self, tx_hash: str) -> bool:
         return self._context.rpc.call("eth_getTransactionByHash", tx_hash) is not None
-
-    def _block_timestamp(self, block_number: int) -> int:
-        return int(self._context.rpc.call("eth_getBlockByNumber", hex(block_number), False)["timestamp"], 16)
 
     def _find_log(self, event_signature: str, first_topic: str) -> dict[str, Any] | None:
         """The Settlement contract's log of this event with this first indexed argument, searched
@@ -1041,14 +1047,16 @@ class SettlementService:
         proof = self._tree(run).get_proof(leaf_index)
         try:
             receipt = self._operator.open_dispute(line, proof, reason_hash, deadline, signature)
-            opened = receipt.transaction_hash, receipt.block_number
         except errors.DisputeExists:
             # Relayed before by an invocation that died before recording it: take the chain's log.
             log = self._find_log(DISPUTE_OPENED, dispute_id)
             if log is None:
                 raise
-            opened = log["transactionHash"], int(log["blockNumber"], 16)
+            receipt = _receipt_of_log(log)
+        opened = receipt.transaction_hash, receipt.block_number
+        block = self._chain_facts.block(receipt.block_hash)
         with self._sessions.begin() as session:
+            self._chain_facts.write(session, receipt.logs, block)
             row = Dispute(
                 dispute_id=dispute_id,
                 run_id=run.run_id,
@@ -1089,14 +1097,16 @@ class SettlementService:
                 )
         try:
             receipt = self._operator.resolve_dispute(dispute_id, accepted, resolution_hash)
-            resolved = receipt.transaction_hash, receipt.block_number
         except errors.DisputeNotOpen:
             # Resolved by an invocation that died before recording it: only adopt the same decision.
             log = self._find_log(DISPUTE_RESOLVED, dispute_id)
             if log is None or self._operator.dispute(dispute_id).status.value != decided.value:
                 raise
-            resolved = log["transactionHash"], int(log["blockNumber"], 16)
+            receipt = _receipt_of_log(log)
+        resolved = receipt.transaction_hash, receipt.block_number
+        block = self._chain_facts.block(receipt.block_hash)
         with self._sessions.begin() as session:
+            self._chain_facts.write(session, receipt.logs, block)
             row = session.get(Dispute, dispute_id)
             assert row is not None
             row.status = decided

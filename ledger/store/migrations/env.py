@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from ledger.store import metering_models, settlement_models  # noqa: F401  (their tables join Base.metadata)
+from ledger.store import chain_models, metering_models, settlement_models  # noqa: F401  (their tables join Base.metadata)
 from ledger.store.models import Base
 
 
