@@ -61,6 +61,7 @@ def settle_with_corrections(world: World) -> Settled:
     ).batch_id
     prices = dict.fromkeys(range(start, end, INTERVAL_SECONDS), 46_000)
     corrected_prices = world.metering.import_prices(prices, start, end, source="test", supersedes=first_prices).batch_id
+    world.index()
     second = world.settlement.execute(start, end).run
     assert second.version == 2
 
