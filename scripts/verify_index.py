@@ -1,8 +1,15 @@
-"""Checks the whole trade index against the chain and lists every difference.
+"""Checks the whole index against the chain and lists every difference.
+
+Compares trades, participants and their events, and the MeterData and Settlement chain facts
+(batch commitments, settlement runs, disputes) field by field with what the chain's logs imply;
+then checks the off-chain content against what the chain committed: the stored readings and
+prices of each batch must hash to the batch's root, the statement lines of each run to the run's
+root, each dispute's reason to its hash on chain; and the services' own records of batches, runs
+and disputes must not contradict the chain.
 
 Exit status 0 when the index equals what the chain says (up to the block the index claims), 1
 with the list of differences otherwise (missing rows, extra rows, fields that differ with both
-values, provenance mismatches), 2 for bad settings.
+values, provenance mismatches, content that does not match its root), 2 for bad settings.
 
     python -m scripts.verify_index --rpc-url http://127.0.0.1:8545 --database-url sqlite:///var/gridledger.db
 """

@@ -412,6 +412,17 @@ def _build_tree(session: Session, batch: AnyBatch) -> StandardMerkleTree:
     return tree
 
 
+def content_root(session: Session, kind: str, batch_id: str) -> tuple[str | None, int]:
+    """(the root the stored rows of batch `batch_id` rebuild, their count); (None, 0) when no row
+    is stored. `kind` is "readings" or "prices". Leaves are sorted by the tree, so the order of the
+    rows does not matter: any changed value changes the root."""
+    _, values = _reading_values(session, batch_id) if kind == "readings" else _price_values(session, batch_id)
+    if not values:
+        return None, 0
+    encoding = READING_LEAF_ENCODING if kind == "readings" else PRICE_LEAF_ENCODING
+    return StandardMerkleTree.of(values, encoding).root, len(values)
+
+
 def _reading_values(session: Session, batch_id: str) -> tuple[list[int], list[list[Any]]]:
     reading = MeterReadingRow
     rows = session.execute(
