@@ -13,7 +13,7 @@ from ledger.chain.log_source import JsonRpcLogSource
 from ledger.chain.node import LocalNode
 from ledger.domain.settlement import MeterReading
 from ledger.indexer.indexer import Indexer, head_checkpoint_name
-from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun
+from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun, chain_run_status
 from ledger.store.metering_models import MeterReadingRow, ReadingBatchRow
 from ledger.store.models import IndexerCheckpoint
 from ledger.store.settlement_models import Dispute, SettlementRun, StatementLine
@@ -130,3 +130,25 @@ def test_a_reorg_rolls_back_a_batch_commitment_and_its_supersession(
             assert first_row is not None and first_row.superseded_by is None
             assert first_row.superseded_block_number is None
             assert session.scalar(select(func.count()).select_from(ChainRun)) == 0
+
+
+def test_a_runs_status_from_the_index_is_the_contracts(anvil: LocalNode, database_url: str, tmp_path: Path) -> None:
+    with world_with(anvil.rpc_url, database_url, tmp_path) as world:
+        settled = settle_with_corrections(world)
+        world.index()
+        first, second = settled.runs
+        settler = world.context.settler
+
+        def both(run_id: str) -> tuple[str | None, str]:
+            with world.context.sessions() as session:
+                indexed = chain_run_status(session, run_id, world.now())
+            return (None if indexed is None else indexed.value), settler.run_status(run_id).value
+
+        assert both(first) == ("superseded", "superseded")
+        assert both(second) == ("open", "open")  # in its dispute window (its one dispute was rejected)
+        with world.context.sessions() as session:
+            run = session.get(ChainRun, second)
+            assert run is not None
+            window_ends = run.dispute_window_ends
+        world.advance_past(window_ends)
+        assert both(second) == ("final", "final")

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, func, or_, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ledger.store.models import Base, LogProvenance, _code_list
 
@@ -115,11 +115,20 @@ class ChainRunStatus(StrEnum):
     SUPERSEDED = "superseded"
 
 
-def chain_run_status(run: ChainRun, *, open_disputes: int, accepted_disputes: int, now: int) -> ChainRunStatus:
-    """As `Settlement.runStatus` computes it at block time `now`: an accepted dispute keeps a run
-    open until its corrected version supersedes it."""
+def chain_run_status(session: Session, run_id: str, now: int) -> ChainRunStatus | None:
+    """The run's status as `Settlement.runStatus` computes it at block time `now`, from the indexed
+    facts alone (None for a run the index does not hold). An accepted dispute keeps a run open
+    until its corrected version supersedes it."""
+    run = session.get(ChainRun, run_id)
+    if run is None:
+        return None
     if run.superseded_by is not None:
         return ChainRunStatus.SUPERSEDED
-    if now >= run.dispute_window_ends and open_disputes == 0 and accepted_disputes == 0:
+    undecided_or_accepted = session.scalar(
+        select(func.count())
+        .select_from(ChainDispute)
+        .where(ChainDispute.run_id == run_id, or_(ChainDispute.accepted.is_(None), ChainDispute.accepted.is_(True)))
+    )
+    if now >= run.dispute_window_ends and not undecided_or_accepted:
         return ChainRunStatus.FINAL
     return ChainRunStatus.OPEN
