@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.rpc import JsonRpc
-from ledger.errors import ChainError
 from ledger.indexer.decoder import LogDecoder
 from ledger.indexer.indexer import indexed_sources, write_receipt_logs
 from ledger.indexer.ports import BlockHeader
@@ -33,11 +32,12 @@ class ChainFacts:
         self._addresses = {address.lower() for address in addresses}
         self._decoder = LogDecoder(abi)
 
-    def block(self, block_hash: str) -> BlockHeader:
-        """The header of the block a receipt names (by hash: the block at that height may differ now)."""
+    def block(self, block_hash: str) -> BlockHeader | None:
+        """The header of the block a receipt names (by hash: the block at that height may differ
+        now); None when the node no longer has it (a reorg took it: the indexer has the truth)."""
         answer = self._rpc.call("eth_getBlockByHash", block_hash, False)
         if answer is None:
-            raise ChainError("the node no longer has the receipt's block (a reorg?)", block_hash=block_hash)
+            return None
         return BlockHeader(
             number=int(answer["number"], 16),
             hash=answer["hash"].lower(),
@@ -45,7 +45,10 @@ class ChainFacts:
             timestamp=int(answer["timestamp"], 16),
         )
 
-    def write(self, session: Session, logs: Sequence[Mapping[str, Any]], block: BlockHeader) -> None:
-        """The rows of `logs` (of one receipt, in `block`), in the caller's transaction."""
+    def write(self, session: Session, logs: Sequence[Mapping[str, Any]], block: BlockHeader | None) -> None:
+        """The rows of `logs` (of one receipt, in `block`), in the caller's transaction; nothing for
+        a block the node no longer has."""
+        if block is None:
+            return
         ours = [log for log in logs if str(log["address"]).lower() in self._addresses]
         write_receipt_logs(session, self._decoder, ours, block)

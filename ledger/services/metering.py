@@ -475,7 +475,7 @@ class MeteringService:
         block = self._chain_facts.block(log_entry["blockHash"])
         with self.context.sessions.begin() as session:
             row = metering_queries.mark_committed(
-                session, kind.model, batch.batch_id, log_entry["transactionHash"], block.number
+                session, kind.model, batch.batch_id, log_entry["transactionHash"], int(log_entry["blockNumber"], 16)
             )
             self._chain_facts.write(session, [log_entry], block)
         log.info("%s batch %s was committed on chain already: marked committed", kind.name, batch.batch_id)

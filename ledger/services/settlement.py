@@ -809,6 +809,10 @@ class SettlementService:
         if not committed:
             return None
         block = self._chain_facts.block(receipt.block_hash)
+        if block is None:
+            # The commit's block was replaced: its transaction is re-mined or dropped. The run stays
+            # computed, and the next invocation finds where the chain has it now.
+            raise errors.ChainError("the commit's block is no longer on the chain", block_hash=receipt.block_hash)
         return _Provenance(
             transaction_hash=receipt.transaction_hash,
             block_number=receipt.block_number,
