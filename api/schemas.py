@@ -244,7 +244,10 @@ class ProvenanceOut(ResponseModel):
     transaction_hash: str
     transaction_index: int
     log_index: int
-    confirmations: int | None = Field(description="head - blockNumber + 1; null when the node cannot be reached")
+    confirmations: int | None = Field(
+        description="head - blockNumber + 1, final from the service's GRIDLEDGER_CONFIRMATIONS on; "
+        "null when the node cannot be reached"
+    )
 
     @classmethod
     def from_row(cls, row: models.LogProvenance, head: int | None) -> ProvenanceOut:
@@ -401,7 +404,8 @@ class ParticipantPage(ResponseModel):
 
 
 class ParticipantActionOut(ResponseModel):
-    """An operator action, mined. The index shows it once the block is final."""
+    """An operator action, mined. The index shows it once the block is indexed (final after the
+    configured confirmations)."""
 
     address: str
     status: ParticipantStatusName

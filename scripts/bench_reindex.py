@@ -29,7 +29,7 @@ from ledger.indexer.indexer import Indexer
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.models import Trade
 from scripts.bench_record import CHAIN_ID, make_trades, record_batches, register, sender
-from scripts.reindex import index_name, reindex
+from scripts.reindex import index_name, index_sources, reindex
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         migrate(engine)
         sessions = make_session_factory(engine)
         with JsonRpcLogSource(node.rpc_url) as source:
+            # The service's indexer follows TradeLedger, MeterData and Settlement together.
+            addresses, abi = index_sources(deployment)
             indexer = Indexer(
                 source,
                 sessions,
-                addresses=[address],
-                abi=artifact.abi,
+                addresses=addresses,
+                abi=abi,
                 start_block=deployment.start_block,
                 confirmations=1,
                 name=index_name(deployment),

@@ -1,10 +1,23 @@
-"""Rebuilds the trade index from the chain alone, from the contracts' deployment block.
+"""Rebuilds the index from the chain alone, from the contracts' deployment block.
 
-Writes into a fresh or an existing database (migrated first) through the service's indexer, under
-the service's checkpoint name, so the result is the index the service itself would build. It is
-resumable: every step commits its rows with the checkpoint, so a run that is killed continues
-from its checkpoint when started again. `--reset` first deletes every indexed row and this
-indexer's checkpoints (in one transaction) to rebuild an existing index from nothing.
+Indexes the events of TradeLedger, MeterData and Settlement into a fresh or an existing database
+(migrated first) through the service's indexer, under the service's checkpoint name, so the
+result is the index the service itself would build. It is resumable: every step commits its rows
+with the checkpoint, so a run that is killed continues from its checkpoint when started again.
+
+`--reset` first deletes, in one transaction, what the chain alone determines, and only that:
+
+- cleared: `trades`, `trade_events`, `participants`, `participant_events` (TradeLedger),
+  `chain_batches` (reading and price batch commitments and supersessions), `chain_runs`
+  (settlement run commitments and supersessions), `chain_disputes` (disputes opened and
+  resolved), `indexed_blocks` and this indexer's checkpoints;
+- kept: the OFF-CHAIN content whose Merkle roots are on chain and the services' own records,
+  which no chain can give back: meter readings and reference prices with their batches
+  (`reading_batches`, `meter_readings`, `price_batches`, `reference_prices`), settlement runs as
+  computed (`settlement_runs`, `statement_lines`, `positions`, `run_trades`,
+  `run_reading_batches`), disputes with their reasons and signatures (`disputes`), and the
+  relayer's outbox (`submissions`). `python -m scripts.verify_index` then checks that this
+  content still hashes to the roots the rebuilt index holds.
 
 Prints counts (blocks, events, events/s) every second on stderr and the final events/s.
 
@@ -18,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +40,8 @@ from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.errors import LedgerError
-from ledger.indexer.indexer import Indexer, StepResult, head_checkpoint_name
+from ledger.indexer.indexer import Indexer, StepResult, head_checkpoint_name, indexed_sources
+from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.models import (
     IndexedBlock,
@@ -58,9 +73,27 @@ def index_name(deployment: Deployment) -> str:
     return f"{deployment.chain_id}:{deployment.contracts['TradeLedger'].address}"
 
 
+def index_sources(deployment: Deployment) -> tuple[list[str], list[dict[str, Any]]]:
+    """The addresses and the ABI the service's indexer follows (ledger/services/runtime.py)."""
+    return indexed_sources(
+        {contract_name: contract.address for contract_name, contract in deployment.contracts.items()},
+        {contract_name: artifact.abi for contract_name, artifact in compile_contracts().items()},
+    )
+
+
 def reset_index(sessions: sessionmaker[Session], name: str) -> None:
+    """Deletes what the chain alone determines (see the module docstring), in one transaction."""
     with sessions.begin() as session:
-        for model in (TradeEvent, ParticipantEvent, Trade, Participant, IndexedBlock):
+        for model in (
+            TradeEvent,
+            ParticipantEvent,
+            Trade,
+            Participant,
+            ChainDispute,
+            ChainRun,
+            ChainBatch,
+            IndexedBlock,
+        ):
             session.execute(delete(model))
         session.execute(delete(IndexerCheckpoint).where(IndexerCheckpoint.name.in_([name, head_checkpoint_name(name)])))
 
@@ -117,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         name = index_name(deployment)
         if args.reset:
             reset_index(sessions, name)
+        addresses, abi = index_sources(deployment)
         with JsonRpcLogSource(settings.rpc_url) as source:
             indexer = Indexer(
                 source,
                 sessions,
-                addresses=[deployment.contracts["TradeLedger"].address],
-                abi=compile_contracts()["TradeLedger"].abi,
+                addresses=addresses,
+                abi=abi,
                 start_block=deployment.start_block,
                 confirmations=settings.confirmations,
                 name=name,

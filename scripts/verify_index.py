@@ -1,8 +1,15 @@
-"""Checks the whole trade index against the chain and lists every difference.
+"""Checks the whole index against the chain and lists every difference.
+
+Compares trades, participants and their events, and the MeterData and Settlement chain facts
+(batch commitments, settlement runs, disputes) field by field with what the chain's logs imply;
+then checks the off-chain content against what the chain committed: the stored readings and
+prices of each batch must hash to the batch's root, the statement lines of each run to the run's
+root, each dispute's reason to its hash on chain; and the services' own records of batches, runs
+and disputes must not contradict the chain.
 
 Exit status 0 when the index equals what the chain says (up to the block the index claims), 1
 with the list of differences otherwise (missing rows, extra rows, fields that differ with both
-values, provenance mismatches), 2 for bad settings.
+values, provenance mismatches, content that does not match its root), 2 for bad settings.
 
     python -m scripts.verify_index --rpc-url http://127.0.0.1:8545 --database-url sqlite:///var/gridledger.db
 """
@@ -12,13 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.errors import LedgerError
 from ledger.services.verification import verify
 from ledger.store.db import make_engine, make_session_factory
-from scripts.reindex import index_name
+from scripts.reindex import index_name, index_sources
 from scripts.settings_flags import SettingsRefused, add_settings_flags, settings_from_flags
 
 
@@ -35,13 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         deployment = Deployment.load(settings.deployment_file)
         engine = make_engine(settings.database_url)
+        addresses, abi = index_sources(deployment)
         with JsonRpcLogSource(settings.rpc_url) as source:
             differences = verify(
                 source,
                 make_session_factory(engine, read_only=True),
                 name=args.name or index_name(deployment),
-                addresses=[deployment.contracts["TradeLedger"].address],
-                abi=compile_contracts()["TradeLedger"].abi,
+                addresses=addresses,
+                abi=abi,
                 start_block=deployment.start_block,
             )
         engine.dispose()

@@ -126,12 +126,16 @@ class World:
                 return
 
     def readings(self, *readings: MeterReading) -> str:
-        return self.metering.import_readings(list(readings), source="test").batch_id
+        batch_id = self.metering.import_readings(list(readings), source="test").batch_id
+        self.index()  # a run takes a batch once its block is final in the index
+        return batch_id
 
     def prices(self, period: tuple[int, int], price: int) -> str:
         start, end = period
         prices = dict.fromkeys(range(start, end, INTERVAL_SECONDS), price)
-        return self.metering.import_prices(prices, start, end, source="test").batch_id
+        batch_id = self.metering.import_prices(prices, start, end, source="test").batch_id
+        self.index()
+        return batch_id
 
     def settler_nonce(self) -> int:
         return int(self.rpc.call("eth_getTransactionCount", self.context.settler.sender.address, "latest"), 16)

@@ -115,9 +115,9 @@ def list_trades(
     responses=problem_responses(401, 403, 404),
 )
 def get_trade(trade_id: TradeIdPath, session: SessionDep, service: ServiceDep, reader: ReaderDep) -> TradeOut:
-    """From the index, which holds final blocks only: a trade appears a few seconds after its
-    submission is `recorded` (the configured confirmations). A trader sees its own trades only
-    (404 for others')."""
+    """From the index, which follows the head: a trade appears once its block is indexed, with
+    fewer `confirmations` than the service requires until it is final (a reorg may remove it).
+    A trader sees its own trades only (404 for others')."""
     row = queries.get_trade(session, trade_id)
     if row is None:
         raise errors.NotFoundError("no such trade in the index", trade_id=trade_id)

@@ -1,4 +1,8 @@
-"""Decodes the ledger contract's raw logs and custom errors with eth_abi, driven by the ABI.
+"""Decodes the ledger contracts' raw logs and custom errors with eth_abi, driven by the ABI.
+
+One decoder serves TradeLedger, MeterData and Settlement together: pass the three ABIs
+concatenated (`ledger.indexer.indexer.indexed_sources`); event topics and error selectors are keyed by signature, so the
+events and errors the contracts share (OpenZeppelin's) simply coincide.
 
 The topic0 table, each event's field order, which fields are indexed and how each value is
 converted all come from the ABI passed in. The dataclasses below only name the fields (the ABI's
@@ -121,6 +125,96 @@ class ParticipantReinstated:
     account: str
 
 
+# --- MeterData -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingBatchCommitted:
+    provenance: Provenance
+    batch_id: str
+    period_start: int
+    period_end: int
+    root: str
+    reading_count: int
+    supersedes: str  # the zero hash unless the batch corrects another
+    committer: str
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBatchCommitted:
+    provenance: Provenance
+    batch_id: str
+    period_start: int
+    period_end: int
+    root: str
+    price_count: int
+    supersedes: str
+    committer: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingBatchSuperseded:
+    provenance: Provenance
+    batch_id: str
+    superseded_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBatchSuperseded:
+    provenance: Provenance
+    batch_id: str
+    superseded_by: str
+
+
+# --- Settlement ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommitted:
+    provenance: Provenance
+    run_id: str
+    period_start: int
+    period_end: int
+    version: int
+    root: str
+    inputs_hash: str
+    line_count: int
+    total_receivable_minor: int
+    total_payable_minor: int
+    dispute_window_ends: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunSuperseded:
+    provenance: Provenance
+    run_id: str
+    superseded_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeWindowUpdated:
+    provenance: Provenance
+    dispute_window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeOpened:
+    provenance: Provenance
+    dispute_id: str
+    run_id: str
+    account: str
+    leaf_hash: str
+    reason_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeResolved:
+    provenance: Provenance
+    dispute_id: str
+    accepted: bool
+    resolution_hash: str
+
+
 LedgerEvent = (
     TradeRecorded
     | TradeRejected
@@ -129,6 +223,15 @@ LedgerEvent = (
     | ParticipantRegistered
     | ParticipantSuspended
     | ParticipantReinstated
+    | ReadingBatchCommitted
+    | PriceBatchCommitted
+    | ReadingBatchSuperseded
+    | PriceBatchSuperseded
+    | RunCommitted
+    | RunSuperseded
+    | DisputeWindowUpdated
+    | DisputeOpened
+    | DisputeResolved
 )
 
 EVENT_TYPES: dict[str, type[LedgerEvent]] = {
@@ -141,8 +244,21 @@ EVENT_TYPES: dict[str, type[LedgerEvent]] = {
         ParticipantRegistered,
         ParticipantSuspended,
         ParticipantReinstated,
+        ReadingBatchCommitted,
+        PriceBatchCommitted,
+        ReadingBatchSuperseded,
+        PriceBatchSuperseded,
+        RunCommitted,
+        RunSuperseded,
+        DisputeWindowUpdated,
+        DisputeOpened,
+        DisputeResolved,
     )
 }
+
+# The contracts whose events the indexer follows, in the order their ABIs are concatenated.
+INDEXED_CONTRACTS = ("TradeLedger", "MeterData", "Settlement")
+
 
 # Events the contract inherits from OpenZeppelin: role changes, pausing and EIP-712 domain
 # changes are operational state, not ledger records, so the indexer skips them. Any other event

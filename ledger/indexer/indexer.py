@@ -1,4 +1,11 @@
-"""Indexes the ledger contract's events into the store.
+"""Indexes the events of the ledger's contracts into the store.
+
+TradeLedger's events become trades, participants and their events; MeterData's and Settlement's
+become the chain facts of `ledger.store.chain_models` (batch and run commitments with their
+supersession, disputes with their resolution); their off-chain content (readings, prices,
+statement lines) is the services' to store, and is checked against these roots by
+`ledger.services.verification`. The services also write the chain facts of their own receipts
+through `write_receipt_logs`, the same projection, so both writers agree on every row.
 
 Each `step` takes the next range of blocks (at most `max_blocks_per_step`), checks that the
 chain still extends what was indexed, and writes the range's rows together with the new
@@ -16,7 +23,9 @@ first fetches the head checkpoint's block again; when its hash changed (or the c
 the fork point is found by walking `indexed_blocks` (the last WINDOW_BLOCKS headers) down until a
 stored hash equals the chain's, and the index is rolled back to it in one transaction:
 
-  - every event row and every trade/participant row of the orphaned blocks is deleted;
+  - every event row and every trade/participant row of the orphaned blocks is deleted, and so is
+    every chain fact (batch, run, dispute) they created; a supersession or resolution they made
+    is cleared (each happens once to a row, so clearing it is its undo);
   - the status of each remaining trade or participant that an orphaned event had changed is
     recomputed from its remaining events (a status is the last status event's, or the initial
     one when none remains): every status event sets an absolute status, so this equals a replay
@@ -48,20 +57,31 @@ from ledger.chain.contract_errors import UndecodableRevert
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ChainError, ConfigurationError, ConflictError, LedgerError
 from ledger.indexer.decoder import (
+    INDEXED_CONTRACTS,
     ZERO_HASH,
     AbiEntry,
+    DisputeOpened,
+    DisputeResolved,
+    DisputeWindowUpdated,
     LedgerEvent,
     LogDecoder,
     ParticipantRegistered,
     ParticipantReinstated,
     ParticipantSuspended,
+    PriceBatchCommitted,
+    PriceBatchSuperseded,
     Provenance,
+    ReadingBatchCommitted,
+    ReadingBatchSuperseded,
+    RunCommitted,
+    RunSuperseded,
     TradeCancelled,
     TradeLimitsUpdated,
     TradeRecorded,
     TradeRejected,
 )
 from ledger.indexer.ports import BlockHeader, LogSource
+from ledger.store.chain_models import ChainBatch, ChainBatchKind, ChainDispute, ChainRun
 from ledger.store.db import dialect_insert
 from ledger.store.models import (
     Base,
@@ -192,7 +212,7 @@ class Indexer:
 
         with self._session_factory.begin() as session:
             self._advance_checkpoint(session, checkpoint, headers[-1])
-            rows.write(session)
+            rows.write(session, blocks=(first, last))
             _remember_blocks(session, headers[-WINDOW_BLOCKS:])
         return StepResult(from_block=first, to_block=last, events=len(events), head=head)
 
@@ -220,10 +240,12 @@ class Indexer:
             numbers = ([start - 1] if start > self._start_block else []) + list(range(start, end + 1))
             return self._source.get_blocks(numbers), self._source.get_logs(self._addresses, start, end)
 
-        def write(previous: _Checkpoint | None, headers: list[BlockHeader], rows: _Rows) -> None:
+        def write(
+            previous: _Checkpoint | None, headers: list[BlockHeader], rows: _Rows, block_range: tuple[int, int]
+        ) -> None:
             with self._session_factory.begin() as session:
                 self._advance_checkpoint(session, previous, headers[-1])
-                rows.write(session)
+                rows.write(session, blocks=block_range)
                 _remember_blocks(session, headers[-WINDOW_BLOCKS:])
 
         with ThreadPoolExecutor(1, "indexer-fetch") as fetcher, ThreadPoolExecutor(1, "indexer-write") as writer:
@@ -240,7 +262,7 @@ class Indexer:
                 rows = _project(events, blocks, self._decoder)
                 if pending is not None:
                     pending.result()  # one range at most waits to be written; its errors surface here
-                pending = writer.submit(write, checkpoint, headers, rows)
+                pending = writer.submit(write, checkpoint, headers, rows, (start, end))
                 checkpoint = _Checkpoint(headers[-1].number, headers[-1].hash)
                 if on_step is not None:
                     on_step(StepResult(from_block=start, to_block=end, events=len(events), head=head))
@@ -297,7 +319,7 @@ class Indexer:
 
         with self._session_factory.begin() as session:
             self._advance_checkpoint(session, tip, headers[-1], self._head_name)
-            rows.write(session)
+            rows.write(session, blocks=(first, last))
             _remember_blocks(session, headers[-WINDOW_BLOCKS:])
             self._advance_final(session, final_number)
         return StepResult(from_block=first, to_block=last, events=len(events), head=head, rolled_back_to=rolled_back_to)
@@ -420,6 +442,15 @@ class Indexer:
             )
 
 
+def indexed_sources(
+    contracts: Mapping[str, str], abis: Mapping[str, Sequence[AbiEntry]]
+) -> tuple[list[str], list[AbiEntry]]:
+    """(addresses, ABI) for an Indexer of the deployed INDEXED_CONTRACTS: `contracts` maps
+    contract name -> address (a deployment may lack MeterData and Settlement), `abis` name -> ABI."""
+    names = [name for name in INDEXED_CONTRACTS if name in contracts]
+    return [contracts[name] for name in names], [entry for name in names for entry in abis[name]]
+
+
 def head_checkpoint_name(name: str) -> str:
     """The checkpoint of the last indexed block (final or not) of a follow_head indexer."""
     return f"{name}:head"
@@ -481,12 +512,29 @@ class _Rows:
     participants: list[dict[str, Any]] = field(default_factory=list)
     participant_events: list[dict[str, Any]] = field(default_factory=list)
     participant_status: dict[str, ParticipantStatus] = field(default_factory=dict)
+    # Chain facts of MeterData and Settlement (ledger/store/chain_models.py): a row per commitment
+    # or dispute, and the later event that changes it (supersession, resolution) by key.
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    batch_supersessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    run_supersessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disputes: list[dict[str, Any]] = field(default_factory=list)
+    dispute_resolutions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def write(self, session: Session) -> None:
+    def write(self, session: Session, *, blocks: tuple[int, int] | None = None, strict: bool = True) -> None:
+        """`blocks`: the range these rows are ALL the rows of. The chain facts recorded for that range
+        are replaced, not merged: a service may have written some from a receipt of a block that a
+        reorg has replaced since (see `write_receipt_logs`). `strict=False` (receipts) skips the
+        changes of chain facts not stored yet, which the indexer applies once it gets there."""
+        if blocks is not None:
+            _clear_chain_facts(session, blocks[0] - 1, blocks[1])
         _insert_new(session, Trade, self.trades)
         _insert_new(session, TradeEvent, self.trade_events)
         _insert_new(session, Participant, self.participants)
         _insert_new(session, ParticipantEvent, self.participant_events)
+        _insert_new(session, ChainBatch, self.batches)
+        _insert_new(session, ChainRun, self.runs)
+        _insert_new(session, ChainDispute, self.disputes)
         # Every status event sets an absolute status, so applying only each key's last one, after
         # the inserts, ends in the same state as applying all of them in chain order.
         if self.trade_status:
@@ -504,6 +552,24 @@ class _Rows:
                 update(Participant),
                 [{"address": address, "status": status} for address, status in self.participant_status.items()],
             )
+        # A batch or run is superseded, and a dispute resolved, at most once: these set columns.
+        for key, changes, what in (
+            (ChainBatch.batch_id, self.batch_supersessions, "batch"),
+            (ChainRun.run_id, self.run_supersessions, "settlement run"),
+            (ChainDispute.dispute_id, self.dispute_resolutions, "dispute"),
+        ):
+            if not changes:
+                continue
+            if strict:
+                _require_known(session, key, changes, what)
+                session.execute(update(key.class_), [{key.key: name, **values} for name, values in changes.items()])
+                continue
+            # A receipt's change of a row not stored yet (or being replaced by the indexer right
+            # now) matches nothing: the indexer applies it when it reaches the block.
+            for name, values in changes.items():
+                session.execute(
+                    update(key.class_).where(key == name).values(**values).execution_options(synchronize_session=False)
+                )
 
 
 def _project(events: Iterable[LedgerEvent], blocks: Mapping[int, BlockHeader], decoder: LogDecoder) -> _Rows:
@@ -566,9 +632,96 @@ def _project(events: Iterable[LedgerEvent], blocks: Mapping[int, BlockHeader], d
                 rows.participant_events.append(
                     _participant_event(event.account, ParticipantEventKind.REINSTATED, origin)
                 )
-            case TradeLimitsUpdated():
-                pass  # no table holds market limits yet; the contract's tradeLimits() is the source
+            case ReadingBatchCommitted() | PriceBatchCommitted():
+                if isinstance(event, ReadingBatchCommitted):
+                    batch_kind, item_count = ChainBatchKind.READINGS, event.reading_count
+                else:
+                    batch_kind, item_count = ChainBatchKind.PRICES, event.price_count
+                rows.batches.append(
+                    {
+                        "batch_id": event.batch_id,
+                        "batch_kind": batch_kind,
+                        "period_start": event.period_start,
+                        "period_end": event.period_end,
+                        "root": event.root,
+                        "item_count": item_count,
+                        "supersedes": _unless_zero(event.supersedes),
+                        "committer": event.committer,
+                        **_NOT_SUPERSEDED,
+                        **origin,
+                    }
+                )
+            case ReadingBatchSuperseded() | PriceBatchSuperseded():
+                rows.batch_supersessions[event.batch_id] = _supersession(event.superseded_by, event.provenance)
+            case RunCommitted():
+                rows.runs.append(
+                    {
+                        "run_id": event.run_id,
+                        "period_start": event.period_start,
+                        "period_end": event.period_end,
+                        "version": event.version,
+                        "root": event.root,
+                        "inputs_hash": event.inputs_hash,
+                        "line_count": event.line_count,
+                        "total_receivable_minor": str(event.total_receivable_minor),
+                        "total_payable_minor": str(event.total_payable_minor),
+                        "dispute_window_ends": event.dispute_window_ends,
+                        "committed_at": blocks[event.provenance.block_number].timestamp,
+                        **_NOT_SUPERSEDED,
+                        **origin,
+                    }
+                )
+            case RunSuperseded():
+                rows.run_supersessions[event.run_id] = _supersession(event.superseded_by, event.provenance)
+            case DisputeOpened():
+                rows.disputes.append(
+                    {
+                        "dispute_id": event.dispute_id,
+                        "run_id": event.run_id,
+                        "account": event.account,
+                        "leaf_hash": event.leaf_hash,
+                        "reason_hash": event.reason_hash,
+                        **_UNRESOLVED,
+                        **origin,
+                    }
+                )
+            case DisputeResolved():
+                rows.dispute_resolutions[event.dispute_id] = {
+                    "accepted": event.accepted,
+                    "resolution_hash": event.resolution_hash,
+                    "resolved_block_number": event.provenance.block_number,
+                    "resolved_block_hash": event.provenance.block_hash,
+                    "resolved_transaction_hash": event.provenance.transaction_hash,
+                    "resolved_log_index": event.provenance.log_index,
+                }
+            case TradeLimitsUpdated() | DisputeWindowUpdated():
+                pass  # contract parameters, not records: the contracts' views are the source
     return rows
+
+
+_NOT_SUPERSEDED: dict[str, Any] = {
+    "superseded_by": None,
+    "superseded_block_number": None,
+    "superseded_transaction_hash": None,
+    "superseded_log_index": None,
+}
+_UNRESOLVED: dict[str, Any] = {
+    "accepted": None,
+    "resolution_hash": None,
+    "resolved_block_number": None,
+    "resolved_block_hash": None,
+    "resolved_transaction_hash": None,
+    "resolved_log_index": None,
+}
+
+
+def _supersession(superseded_by: str, provenance: Provenance) -> dict[str, Any]:
+    return {
+        "superseded_by": superseded_by,
+        "superseded_block_number": provenance.block_number,
+        "superseded_transaction_hash": provenance.transaction_hash,
+        "superseded_log_index": provenance.log_index,
+    }
 
 
 def _origin(provenance: Provenance) -> dict[str, Any]:
@@ -668,6 +821,53 @@ def _remember_blocks(session: Session, headers: Sequence[BlockHeader]) -> None:
     session.execute(delete(IndexedBlock).where(IndexedBlock.number <= headers[-1].number - WINDOW_BLOCKS))
 
 
+def _clear_chain_facts(session: Session, above: int, up_to: int | None = None) -> None:
+    """Forget what blocks above..up_to (inclusive; no upper bound when None) said of batches, runs
+    and disputes: rows they created are deleted, the supersessions and resolutions they made are
+    cleared (each happens once, so clearing its columns is its undo)."""
+
+    def within(column: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
+        return (column > above) if up_to is None else column.between(above + 1, up_to)
+
+    unset = {"synchronize_session": False}
+    for model in (ChainBatch, ChainRun, ChainDispute):
+        session.execute(delete(model).where(within(model.block_number)).execution_options(**unset))
+    for superseded in (ChainBatch, ChainRun):
+        session.execute(
+            update(superseded)
+            .where(within(superseded.superseded_block_number))
+            .values(**_NOT_SUPERSEDED)
+            .execution_options(**unset)
+        )
+    session.execute(
+        update(ChainDispute)
+        .where(within(ChainDispute.resolved_block_number))
+        .values(**_UNRESOLVED)
+        .execution_options(**unset)
+    )
+
+
+def write_receipt_logs(
+    session: Session, decoder: LogDecoder, logs: Iterable[Mapping[str, Any]], block: BlockHeader
+) -> None:
+    """Writes the rows of a mined transaction's logs (its receipt's, all of block `block`) exactly
+    as the indexer will: services call it to read their own writes before the indexer gets there.
+
+    Inserts skip rows already stored, so the indexer and a service may write a row in either
+    order. A block the indexer has stored with another hash was replaced by a reorg: its receipt
+    is stale and nothing is written (the indexer has, or will have, the chain's version). Rows of a
+    block the indexer has not reached are replaced by the indexer's when it does (`_Rows.write`)."""
+    indexed_hash = session.scalar(select(IndexedBlock.hash).where(IndexedBlock.number == block.number))
+    if indexed_hash is not None and indexed_hash != block.hash:
+        logger.warning("a receipt of block %d is not on the indexed chain: not written", block.number)
+        return
+    events = [event for event in map(decoder.decode, logs) if event is not None]
+    if any(event.provenance.block_hash != block.hash for event in events):
+        raise ChainError("a receipt's log is of another block than the receipt's", block_number=block.number)
+    events.sort(key=lambda event: event.provenance.log_index)
+    _project(events, {block.number: block}, decoder).write(session, strict=False)
+
+
 def _undo_above(session: Session, fork: int) -> None:
     """Delete what blocks above `fork` wrote and recompute the statuses their events had set."""
     trade_status_kinds = [TradeEventKind.CANCELLED, TradeEventKind.AMENDED]
@@ -686,6 +886,7 @@ def _undo_above(session: Session, fork: int) -> None:
     )
     for model in (TradeEvent, Trade, ParticipantEvent, Participant):
         session.execute(delete(model).where(model.block_number > fork).execution_options(synchronize_session=False))
+    _clear_chain_facts(session, fork)
     session.execute(delete(IndexedBlock).where(IndexedBlock.number > fork))
     for trade_id in session.scalars(select(Trade.trade_id).where(Trade.trade_id.in_(touched_trades))):
         last = session.execute(

@@ -74,6 +74,7 @@ from ledger.domain.metering import (
 from ledger.domain.settlement import MeterReading, ReadingQuality
 from ledger.domain.trade import ParticipantStatus
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
+from ledger.services.chain_facts import ChainFacts
 from ledger.services.context import LedgerContext
 from ledger.store import metering_queries
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
@@ -305,6 +306,7 @@ class MeteringService:
     def __init__(self, context: LedgerContext) -> None:
         self.context = context
         self._known_participants: set[str] = set()
+        self._chain_facts = ChainFacts(context.rpc, context.deployment)
         # One import at a time in this process: a second import of the same batch waits and then
         # finds it committed, instead of racing it to the chain.
         self._lock = threading.Lock()
@@ -455,10 +457,12 @@ class MeteringService:
                     metering_queries.delete_prepared(session, kind.model, batch.batch_id)
                 log.warning("the chain refused %s batch %s (%s): not stored", kind.name, batch.batch_id, exc.code)
             raise
+        block = self._chain_facts.block(receipt.block_hash)
         with self.context.sessions.begin() as session:
             row = metering_queries.mark_committed(
                 session, kind.model, batch.batch_id, receipt.transaction_hash, receipt.block_number
             )
+            self._chain_facts.write(session, receipt.logs, block)
         return BatchResult.of(kind.name, row, outcome)
 
     def _adopt(self, kind: _Kind, batch: AnyBatch, on_chain: MeterBatch, outcome: Outcome) -> BatchResult:
@@ -467,14 +471,18 @@ class MeteringService:
             raise errors.ConflictError(
                 "the chain holds this batch id with another root", batch_id=batch.batch_id, root=on_chain.root
             )
-        transaction_hash, block_number = self._find_commit(kind, batch.batch_id)
+        log_entry = self._find_commit(kind, batch.batch_id)
+        block = self._chain_facts.block(log_entry["blockHash"])
         with self.context.sessions.begin() as session:
-            row = metering_queries.mark_committed(session, kind.model, batch.batch_id, transaction_hash, block_number)
+            row = metering_queries.mark_committed(
+                session, kind.model, batch.batch_id, log_entry["transactionHash"], int(log_entry["blockNumber"], 16)
+            )
+            self._chain_facts.write(session, [log_entry], block)
         log.info("%s batch %s was committed on chain already: marked committed", kind.name, batch.batch_id)
         return BatchResult.of(kind.name, row, outcome)
 
-    def _find_commit(self, kind: _Kind, batch_id: str) -> tuple[str, int]:
-        """(transaction hash, block) of the batch's commit event, searched backwards from the head
+    def _find_commit(self, kind: _Kind, batch_id: str) -> Mapping[str, Any]:
+        """The batch's commit log (as eth_getLogs answers it), searched backwards from the head
         (a lost commit is recent) in windows that public nodes accept."""
         contract = self._contract(kind)
         first_block = self.context.deployment.contracts["MeterData"].block_number
@@ -485,7 +493,7 @@ class MeteringService:
                 for entry in source.get_logs([contract.address], from_block, to_block):
                     topics = [topic.lower() for topic in entry["topics"]]
                     if topics[:2] == [kind.topic, batch_id]:
-                        return entry["transactionHash"], int(entry["blockNumber"], 16)
+                        return entry
                 to_block = from_block - 1
         raise errors.ChainError("the batch is committed on chain but its commit event was not found", batch_id=batch_id)
 

@@ -6,8 +6,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from ledger.chain.compiler import compile_contracts
 from ledger.chain.log_source import JsonRpcLogSource
-from ledger.indexer.indexer import Indexer
+from ledger.indexer.indexer import Indexer, indexed_sources
 from ledger.services.context import LedgerContext
 from ledger.services.participants import ParticipantService
 from ledger.services.relayer import Relayer
@@ -31,15 +32,24 @@ class LedgerService:
             batch_window=settings.relayer_batch_window_ms / 1000,
             max_in_flight=settings.relayer_max_in_flight,
         )
+        addresses, abi = indexed_sources(
+            {name: contract.address for name, contract in context.deployment.contracts.items()},
+            {name: artifact.abi for name, artifact in compile_contracts().items()},
+        )
         self.indexer = Indexer(
             JsonRpcLogSource(context.rpc.url),
             context.sessions,
-            # The trade ledger's events; MeterData and Settlement events join with their index tables.
-            addresses=[context.deployment.contracts["TradeLedger"].address],
-            abi=context.abi,
+            addresses=addresses,
+            abi=abi,
             start_block=start_block,
             confirmations=settings.confirmations,
             name=f"{context.deployment.chain_id}:{context.deployment.contracts['TradeLedger'].address}",
+            # Unconfirmed blocks too, so the API answers as soon as a trade is mined (with its
+            # confirmations); the `name` checkpoint stays the last FINAL block, which is what
+            # readers of final data (settlement inputs) filter with (`final_block_number`). A
+            # reorg deeper than the confirmations halts the indexer: health then answers 503
+            # with the error's code `reorg_beyond_finality`.
+            follow_head=True,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -44,7 +44,7 @@ from enum import StrEnum
 from typing import Any
 
 from eth_utils import keccak, to_checksum_address
-from sqlalchemy import func, insert, select
+from sqlalchemy import exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,11 +70,23 @@ from ledger.domain.settlement import (
     settle,
 )
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
+from ledger.indexer.indexer import final_block_number
+from ledger.indexer.ports import BlockHeader
+from ledger.services.chain_facts import ChainFacts
 from ledger.services.context import LedgerContext
 from ledger.signing.disputes import DisputeLine, dispute_digest, dispute_typed_data
 from ledger.signing.trader import recover_signer
 from ledger.store import metering_queries
-from ledger.store.models import IndexedBlock, IndexerCheckpoint, Trade, TradeStatus, checksum_address, hash32
+from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
+from ledger.store.models import (
+    IndexedBlock,
+    IndexerCheckpoint,
+    Trade,
+    TradeEvent,
+    TradeEventKind,
+    checksum_address,
+    hash32,
+)
 from ledger.store.settlement_models import (
     Dispute,
     DisputeStatus,
@@ -93,6 +105,9 @@ DISPUTE_RESOLVED = "DisputeResolved(bytes32,bool,bytes32)"
 
 WRITE_CHUNK_ROWS = 20_000
 LOG_SEARCH_WINDOW = 5_000  # blocks per eth_getLogs when looking for a lost commit's log
+# How long a run waits for the reading and price batches committed for its period to become final
+# in the index (the indexer follows the head; a batch counts once its block is final).
+FINAL_INPUTS_WAIT_SECONDS = 15.0
 TREE_CACHE_RUNS = 4
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -394,6 +409,8 @@ class _Provenance:
     committed_at: int
     dispute_window_ends: int
     gas_used: int | None
+    logs: list[dict[str, Any]]  # of the commit's receipt (or the RunCommitted log alone), for ChainFacts
+    block: BlockHeader
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -406,6 +423,7 @@ class SettlementService:
         self._read_sessions = context.read_sessions
         self._settler = context.settler
         self._operator = context.settlement_operator
+        self._chain_facts = ChainFacts(context.rpc, context.deployment)
         settings = context.settings
         self._parameters = SettlementParameters(settings.tolerance_bps, settings.penalty_bps)
         self._balancing_account = context.settlement_operator.sender.address
@@ -440,6 +458,7 @@ class SettlementService:
             timings: dict[str, float] = {}
             mark = time.perf_counter()
             self._check_index_covers(period_end)
+            self._await_final_batches(period_start, period_end)
             gathered = self.gather_inputs(period_start, period_end)
             timings["gathering"] = time.perf_counter() - mark
             current = self._current_run(period_start, period_end)
@@ -484,16 +503,21 @@ class SettlementService:
             return RunOutcome(run, RunAction.COMMITTED, gas_used, timings)
 
     def gather_inputs(self, period_start: int, period_end: int) -> GatheredInputs:
-        """The inputs of a run of the period as the index has them now, and their hash."""
+        """The inputs of a run of the period as the FINAL part of the index has them now, and their
+        hash. The indexer follows the head, so the index holds unconfirmed blocks too; a run only
+        takes what is in the blocks up to the final checkpoint (trades recorded there and not
+        cancelled there, batches committed there), so a reorg cannot take an input back."""
         with self._read_sessions() as session:
             _one_snapshot(session)
-            trades = _active_trades(session, period_start, period_end)
-            reading_rows = metering_queries.latest_readings(session, period_start, period_end)
+            final = final_block_number(session, self._index_name)
+            final = -1 if final is None else final  # nothing is final before the first step
+            trades = _active_trades(session, period_start, period_end, final)
+            reading_rows = metering_queries.latest_readings(session, period_start, period_end, final_block=final)
             batches = {
                 hash32(row.batch_id, field="batch_id"): hash32(row.root, field="root")
-                for row in metering_queries.reading_batches_used(session, period_start, period_end)
+                for row in metering_queries.reading_batches_used(session, period_start, period_end, final_block=final)
             }
-            price_batch = metering_queries.latest_price_batch(session, period_start, period_end)
+            price_batch = metering_queries.latest_price_batch(session, period_start, period_end, final_block=final)
             if price_batch is None:
                 raise MissingReferencePrice(list(range(period_start, period_end, INTERVAL_SECONDS)))
             prices = dict(metering_queries.prices(session, price_batch.batch_id))
@@ -561,6 +585,41 @@ class SettlementService:
                 period_end=period_end,
                 indexed_until=indexed_until,
             )
+
+    def _await_final_batches(self, period_start: int, period_end: int) -> None:
+        """Waits (FINAL_INPUTS_WAIT_SECONDS at most) until every batch of the period that its
+        receipt puts in a block is final in the index, else refuses: a run takes only final
+        inputs, and silently leaving out a reading just imported would settle the wrong values.
+        A batch whose receipt block is final but which the indexed chain lacks was reorged out:
+        it is not waited for (and `_live` leaves it out)."""
+        deadline = time.monotonic() + FINAL_INPUTS_WAIT_SECONDS
+        while True:
+            with self._read_sessions() as session:
+                final = final_block_number(session, self._index_name)
+                final = -1 if final is None else final
+                pending = {
+                    row.batch_id: row.block_number
+                    for model in (ReadingBatchRow, PriceBatchRow)
+                    for row in session.execute(
+                        select(model.batch_id, model.block_number).where(
+                            model.status == BatchStatus.COMMITTED,
+                            model.block_number > final,
+                            model.period_start < period_end,
+                            model.period_end > period_start,
+                        )
+                    )
+                }
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise IndexBehind(
+                    "batches of the period are committed in blocks that are not final yet: settle once "
+                    "the indexer has them final",
+                    final_block=final,
+                    pending_batches=sorted(pending),
+                    blocks=sorted(set(pending.values())),
+                )
+            time.sleep(0.2)
 
     def _current_run(self, period_start: int, period_end: int) -> RunSummary | None:
         with self._read_sessions() as session:
@@ -749,13 +808,20 @@ class SettlementService:
         committed = [e for e in self._settler.events(receipt, "RunCommitted") if e["runId"] == identity]
         if not committed:
             return None
+        block = self._chain_facts.block(receipt.block_hash)
+        if block is None:
+            # The commit's block was replaced: its transaction is re-mined or dropped. The run stays
+            # computed, and the next invocation finds where the chain has it now.
+            raise errors.ChainError("the commit's block is no longer on the chain", block_hash=receipt.block_hash)
         return _Provenance(
             transaction_hash=receipt.transaction_hash,
             block_number=receipt.block_number,
             block_hash=receipt.block_hash,
-            committed_at=self._block_timestamp(receipt.block_number),
+            committed_at=block.timestamp,
             dispute_window_ends=int(committed[0]["disputeWindowEnds"]),
             gas_used=receipt.gas_used or None,
+            logs=receipt.logs,
+            block=block,
         )
 
     def _record_transaction(self, identity: str, tx_hash: str) -> None:
@@ -786,6 +852,7 @@ class SettlementService:
             row.block_hash = provenance.block_hash
             row.committed_at = provenance.committed_at
             row.dispute_window_ends = provenance.dispute_window_ends
+            self._chain_facts.write(session, provenance.logs, provenance.block)
             session.flush()
             return RunSummary.of(row)
 
@@ -793,9 +860,6 @@ class SettlementService:
 
     def _transaction_known(self, tx_hash: str) -> bool:
         return self._context.rpc.call("eth_getTransactionByHash", tx_hash) is not None
-
-    def _block_timestamp(self, block_number: int) -> int:
-        return int(self._context.rpc.call("eth_getBlockByNumber", hex(block_number), False)["timestamp"], 16)
 
     def _find_log(self, event_signature: str, first_topic: str) -> dict[str, Any] | None:
         """The Settlement contract's log of this event with this first indexed argument, searched
@@ -1041,14 +1105,16 @@ class SettlementService:
         proof = self._tree(run).get_proof(leaf_index)
         try:
             receipt = self._operator.open_dispute(line, proof, reason_hash, deadline, signature)
-            opened = receipt.transaction_hash, receipt.block_number
         except errors.DisputeExists:
             # Relayed before by an invocation that died before recording it: take the chain's log.
             log = self._find_log(DISPUTE_OPENED, dispute_id)
             if log is None:
                 raise
-            opened = log["transactionHash"], int(log["blockNumber"], 16)
+            receipt = _receipt_of_log(log)
+        opened = receipt.transaction_hash, receipt.block_number
+        block = self._chain_facts.block(receipt.block_hash)
         with self._sessions.begin() as session:
+            self._chain_facts.write(session, receipt.logs, block)
             row = Dispute(
                 dispute_id=dispute_id,
                 run_id=run.run_id,
@@ -1089,14 +1155,16 @@ class SettlementService:
                 )
         try:
             receipt = self._operator.resolve_dispute(dispute_id, accepted, resolution_hash)
-            resolved = receipt.transaction_hash, receipt.block_number
         except errors.DisputeNotOpen:
             # Resolved by an invocation that died before recording it: only adopt the same decision.
             log = self._find_log(DISPUTE_RESOLVED, dispute_id)
             if log is None or self._operator.dispute(dispute_id).status.value != decided.value:
                 raise
-            resolved = log["transactionHash"], int(log["blockNumber"], 16)
+            receipt = _receipt_of_log(log)
+        resolved = receipt.transaction_hash, receipt.block_number
+        block = self._chain_facts.block(receipt.block_hash)
         with self._sessions.begin() as session:
+            self._chain_facts.write(session, receipt.logs, block)
             row = session.get(Dispute, dispute_id)
             assert row is not None
             row.status = decided
@@ -1151,8 +1219,15 @@ def _one_snapshot(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
-def _active_trades(session: Session, period_start: int, period_end: int) -> list[RecordedTrade]:
-    """Trades recorded and still `recorded` (not cancelled, not amended) overlapping the period."""
+def _active_trades(session: Session, period_start: int, period_end: int, final: int) -> list[RecordedTrade]:
+    """Trades recorded in a final block (up to `final`) and not cancelled or amended in one,
+    overlapping the period. Status as of the final block: from the events, not `Trade.status`,
+    which an unconfirmed cancellation may have changed already."""
+    ended = exists().where(
+        TradeEvent.trade_id == Trade.trade_id,
+        TradeEvent.event.in_([TradeEventKind.CANCELLED, TradeEventKind.AMENDED]),
+        TradeEvent.block_number <= final,
+    )
     rows = session.execute(
         select(
             Trade.trade_id,
@@ -1163,7 +1238,8 @@ def _active_trades(session: Session, period_start: int, period_end: int) -> list
             Trade.energy_per_interval_wh,
             Trade.price_minor_per_mwh,
         ).where(
-            Trade.status == TradeStatus.RECORDED,
+            Trade.block_number <= final,
+            ~ended,
             Trade.delivery_start < period_end,
             Trade.delivery_end > period_start,
         )

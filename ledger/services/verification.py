@@ -1,6 +1,6 @@
-"""Verifies a trade index against the chain: every difference, with both values.
+"""Verifies the index against the chain: every difference, with both values.
 
-Two parts:
+Three parts:
 
 - `compare(chain, index)` is pure: two `IndexSnapshot`s in, the list of `Difference`s out
   (rows missing from the index, extra rows in it, fields that differ, the provenance fields
@@ -12,9 +12,15 @@ Two parts:
   projection against the transactions' receipts); what this catches is any row of the index that
   is not what the chain says: tampered, missing, invented, or left behind by a reorg.
 
+- `content_differences(chain, session)` checks the OFF-CHAIN content against the roots and hashes
+  the chain committed: the stored readings (or prices) of each batch must rebuild the batch's root,
+  the statement lines of each run the run's root, and each dispute's reason and resolution the
+  hashes on chain; the services' own records of batches, runs and disputes must not contradict
+  the chain (committed there, same root, same supersession and resolution).
+
 Rows are keyed by what identifies them on chain: trades by trade id, participants by address,
-events by (block number, log index), so a changed block hash is a provenance mismatch, not a
-missing row plus an extra one.
+events by (block number, log index), batches, runs and disputes by their ids, so a changed block
+hash is a provenance mismatch, not a missing row plus an extra one.
 """
 
 from __future__ import annotations
@@ -26,16 +32,39 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from eth_utils import keccak
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.domain.merkle import StandardMerkleTree
+from ledger.domain.settlement import LEAF_ENCODING
 from ledger.indexer.decoder import AbiEntry
 from ledger.indexer.indexer import Indexer, head_checkpoint_name
 from ledger.indexer.ports import BlockHeader, LogSource
+from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun
 from ledger.store.db import make_engine, make_session_factory, migrate
+from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
+from ledger.store.metering_queries import AnyBatch, BatchModel, content_root
 from ledger.store.models import Base, IndexerCheckpoint, Participant, ParticipantEvent, Trade, TradeEvent
+from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun, StatementLine
 
-PROVENANCE_FIELDS = frozenset({"block_number", "block_hash", "transaction_hash", "transaction_index", "log_index"})
+PROVENANCE_FIELDS = frozenset(
+    {
+        "block_number",
+        "block_hash",
+        "transaction_hash",
+        "transaction_index",
+        "log_index",
+        # of the later event that changed the row
+        "superseded_block_number",
+        "superseded_transaction_hash",
+        "superseded_log_index",
+        "resolved_block_number",
+        "resolved_block_hash",
+        "resolved_transaction_hash",
+        "resolved_log_index",
+    }
+)
 
 # table -> (model, key columns); the surrogate `id` of event rows is not compared.
 TABLES: dict[str, tuple[type[Base], tuple[str, ...]]] = {
@@ -43,6 +72,9 @@ TABLES: dict[str, tuple[type[Base], tuple[str, ...]]] = {
     "trade_events": (TradeEvent, ("block_number", "log_index")),
     "participants": (Participant, ("address",)),
     "participant_events": (ParticipantEvent, ("block_number", "log_index")),
+    "chain_batches": (ChainBatch, ("batch_id",)),
+    "chain_runs": (ChainRun, ("run_id",)),
+    "chain_disputes": (ChainDispute, ("dispute_id",)),
 }
 
 Key = tuple[Any, ...]
@@ -55,6 +87,7 @@ class DifferenceKind(StrEnum):
     EXTRA = "extra"  # in the index, not on chain
     FIELD = "field"
     PROVENANCE = "provenance"
+    CONTENT = "content"  # off-chain content or a service's record that the chain contradicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +98,15 @@ class Difference:
     field: str | None = None
     chain_value: Any = None
     index_value: Any = None
+    detail: str | None = None  # what a CONTENT difference means
 
     def __str__(self) -> str:
         where = f"{self.table} {'/'.join(str(part) for part in self.key)}"
+        if self.kind is DifferenceKind.CONTENT:
+            return (
+                f"content: {where} {self.field}: {self.detail} "
+                f"(chain {self.chain_value!r}, stored {self.index_value!r})"
+            )
         if self.kind is DifferenceKind.MISSING:
             return f"missing: {where} is on chain but not in the index"
         if self.kind is DifferenceKind.EXTRA:
@@ -97,6 +136,147 @@ def _field_differences(table: str, key: Key, expected: Row, actual: Row) -> list
             kind = DifferenceKind.PROVENANCE if name in PROVENANCE_FIELDS else DifferenceKind.FIELD
             found.append(Difference(kind, table, key, name, expected.get(name), actual.get(name)))
     return found
+
+
+def content_differences(chain: IndexSnapshot, session: Session, until: int | None) -> list[Difference]:
+    """Off-chain content and the services' records against the chain facts in `chain` (the rows
+    the chain implies up to block `until`), in a stable order."""
+    found: list[Difference] = []
+    batches, runs, disputes = (
+        chain.get("chain_batches", {}),
+        chain.get("chain_runs", {}),
+        chain.get("chain_disputes", {}),
+    )
+
+    def content(table: str, key: Key, name: str, chain_value: Any, stored: Any, detail: str) -> None:
+        found.append(Difference(DifferenceKind.CONTENT, table, key, name, chain_value, stored, detail))
+
+    for (batch_id,), fact in sorted(batches.items()):
+        table = "meter_readings" if fact["batch_kind"] == "readings" else "reference_prices"
+        root, count = content_root(session, fact["batch_kind"], batch_id)
+        if root is None:
+            content(table, (batch_id,), "root", fact["root"], None, "no stored content for the committed batch")
+        elif root != fact["root"]:
+            content(
+                table, (batch_id,), "root", fact["root"], root, "the stored values do not hash to the root on chain"
+            )
+        elif count != fact["item_count"]:
+            content(table, (batch_id,), "count", fact["item_count"], count, "another count than committed")
+    records: list[tuple[BatchModel, str]] = [(ReadingBatchRow, "reading_batches"), (PriceBatchRow, "price_batches")]
+    for model, table in records:
+        committed: list[AnyBatch] = list(session.scalars(select(model).where(model.status == BatchStatus.COMMITTED)))
+        for row in committed:
+            fact = batches.get((row.batch_id,), {})
+            if not fact:
+                if until is not None and row.block_number is not None and row.block_number <= until:
+                    content(table, (row.batch_id,), "status", None, row.status.value, "committed here, not on chain")
+                continue
+            for name in ("root", "transaction_hash", "block_number", "supersedes"):
+                if getattr(row, name) != fact[name]:
+                    content(
+                        table,
+                        (row.batch_id,),
+                        name,
+                        fact[name],
+                        getattr(row, name),
+                        "the record differs from the chain",
+                    )
+
+    for (run_id,), fact in sorted(runs.items()):
+        values = [
+            [run_id, *line]
+            for line in session.execute(
+                select(
+                    StatementLine.account,
+                    StatementLine.kind,
+                    StatementLine.ref,
+                    StatementLine.energy_wh,
+                    StatementLine.amount_minor,
+                ).where(StatementLine.run_id == run_id)
+            )
+        ]
+        if not values:
+            content("statement_lines", (run_id,), "root", fact["root"], None, "no stored lines for the committed run")
+            continue
+        root = StandardMerkleTree.of(values, LEAF_ENCODING).root
+        if root != fact["root"]:
+            content(
+                "statement_lines",
+                (run_id,),
+                "root",
+                fact["root"],
+                root,
+                "the stored lines do not hash to the root on chain",
+            )
+        elif len(values) != fact["line_count"]:
+            content(
+                "statement_lines", (run_id,), "count", fact["line_count"], len(values), "another count than committed"
+            )
+    for run in session.scalars(select(SettlementRun).where(SettlementRun.status != RunStatus.COMPUTED)):
+        fact = runs.get((run.run_id,), {})
+        if not fact:
+            if until is not None and run.block_number is not None and run.block_number <= until:
+                content(
+                    "settlement_runs", (run.run_id,), "status", None, run.status.value, "committed here, not on chain"
+                )
+            continue
+        for name in ("root", "inputs_hash", "version", "transaction_hash", "block_number", "superseded_by"):
+            if getattr(run, name) != fact[name]:
+                content(
+                    "settlement_runs",
+                    (run.run_id,),
+                    name,
+                    fact[name],
+                    getattr(run, name),
+                    "the record differs from the chain",
+                )
+
+    for dispute in session.scalars(select(Dispute)):
+        fact = disputes.get((dispute.dispute_id,), {})
+        key = (dispute.dispute_id,)
+        if not fact:
+            if until is not None and dispute.opened_block_number <= until:
+                content("disputes", key, "status", None, dispute.status.value, "opened here, not on chain")
+            continue
+        if _text_hash(dispute.reason) != fact["reason_hash"]:
+            content(
+                "disputes",
+                key,
+                "reason",
+                fact["reason_hash"],
+                _text_hash(dispute.reason),
+                "the stored reason does not hash to the hash on chain",
+            )
+        chain_status = (
+            DisputeStatus.OPEN
+            if fact["accepted"] is None
+            else DisputeStatus.ACCEPTED
+            if fact["accepted"]
+            else DisputeStatus.REJECTED
+        )
+        if dispute.status is not chain_status:
+            content(
+                "disputes", key, "status", chain_status.value, dispute.status.value, "the record differs from the chain"
+            )
+        resolved_on_chain = fact["resolution_hash"] is not None  # else the status difference says it
+        if (
+            resolved_on_chain
+            and dispute.resolution is not None
+            and _text_hash(dispute.resolution) != fact["resolution_hash"]
+        ):
+            content(
+                "disputes",
+                key,
+                "resolution",
+                fact["resolution_hash"],
+                _text_hash(dispute.resolution),
+                "the stored resolution does not hash to the hash on chain",
+            )
+    return found
+
+
+def _text_hash(text: str) -> str:
+    return "0x" + keccak(text=text).hex()
 
 
 def read_snapshot(session: Session) -> IndexSnapshot:
@@ -181,7 +361,8 @@ def verify(
     abi: Sequence[AbiEntry],
     start_block: int,
 ) -> list[Difference]:
-    """Every difference between the index in `index_sessions` (indexer `name`) and the chain."""
+    """Every difference between the index in `index_sessions` (indexer `name`) and the chain: the
+    indexed rows (`compare`), then the off-chain content and records (`content_differences`)."""
     with index_sessions() as session:
         until = indexed_until(session, name)
         index = read_snapshot(session)
@@ -190,4 +371,5 @@ def verify(
         if until is None
         else chain_snapshot(source, addresses=addresses, abi=abi, start_block=start_block, last_block=until)
     )
-    return compare(chain, index)
+    with index_sessions() as session:
+        return compare(chain, index) + content_differences(chain, session, until)

@@ -36,6 +36,7 @@ from ledger.domain.metering import BatchIntegrityError
 from ledger.domain.settlement import ReadingQuality
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.errors import ConflictError, NotFoundError, ValidationError
+from ledger.store.chain_models import ChainBatch
 from ledger.store.metering_models import (
     BatchStatus,
     MeterReadingRow,
@@ -99,11 +100,23 @@ def get_batch(session: Session, model: BatchModel, batch_id: str) -> AnyBatch | 
     return get_price_batch(session, batch_id)
 
 
-def _live(model: type[BatchRow]) -> ColumnElement[bool]:
-    """Committed, and not superseded by a committed batch of the same kind."""
+def _live(model: type[BatchRow], final_block: int | None = None) -> ColumnElement[bool]:
+    """Committed, and not superseded by a committed batch of the same kind.
+
+    With `final_block` (the index's last final block), "committed" means as the chain has it up
+    to that block: the batch's commitment, as the indexer has it (`chain_batches`, rolled back on
+    a reorg), is in a final block. A correction that is not final yet does not count either."""
     successor = aliased(model)
-    superseded = exists().where(successor.supersedes == model.batch_id, successor.status == BatchStatus.COMMITTED)
-    return (model.status == BatchStatus.COMMITTED) & ~superseded
+    superseded_by = [successor.supersedes == model.batch_id, successor.status == BatchStatus.COMMITTED]
+    committed = model.status == BatchStatus.COMMITTED
+    if final_block is not None:
+        superseded_by.append(_final_commitment(successor, final_block))
+        committed = committed & _final_commitment(model, final_block)
+    return committed & ~exists().where(*superseded_by)
+
+
+def _final_commitment(model: Any, final_block: int) -> ColumnElement[bool]:
+    return exists().where(ChainBatch.batch_id == model.batch_id, ChainBatch.block_number <= final_block)
 
 
 def _period(period_start: int, period_end: int) -> None:
@@ -114,7 +127,7 @@ def _period(period_start: int, period_end: int) -> None:
 # --- readings ------------------------------------------------------------------------------
 
 
-def _latest_reading_ids(*conditions: ColumnElement[bool]) -> Select[tuple[int]]:
+def _latest_reading_ids(*conditions: ColumnElement[bool], final_block: int | None = None) -> Select[tuple[int]]:
     """Ids of the current readings among those matching `conditions`. The conditions may only
     filter on participant and interval, the window's partition, or a reading would be compared
     with only some of its versions."""
@@ -129,7 +142,7 @@ def _latest_reading_ids(*conditions: ColumnElement[bool]) -> Select[tuple[int]]:
     ranked = (
         select(MeterReadingRow.id.label("id"), rank)
         .join(ReadingBatchRow, ReadingBatchRow.batch_id == MeterReadingRow.batch_id)
-        .where(_live(ReadingBatchRow), *conditions)
+        .where(_live(ReadingBatchRow, final_block), *conditions)
         .subquery()
     )
     return select(ranked.c.id).where(ranked.c.rank == 1)
@@ -139,23 +152,30 @@ def _in_period(period_start: int, period_end: int) -> ColumnElement[bool]:
     return (MeterReadingRow.interval_start >= period_start) & (MeterReadingRow.interval_start < period_end)
 
 
-def latest_readings(session: Session, period_start: int, period_end: int) -> list[MeterReadingRow]:
+def latest_readings(
+    session: Session, period_start: int, period_end: int, *, final_block: int | None = None
+) -> list[MeterReadingRow]:
     """For each participant and interval of [period_start, period_end) with a reading, the current
-    reading (highest version in a live batch); ordered by participant, then interval."""
+    reading (highest version in a live batch; final, with `final_block`: see `_live`); ordered by
+    participant, then interval."""
     _period(period_start, period_end)
     statement = (
         select(MeterReadingRow)
-        .where(MeterReadingRow.id.in_(_latest_reading_ids(_in_period(period_start, period_end))))
+        .where(
+            MeterReadingRow.id.in_(_latest_reading_ids(_in_period(period_start, period_end), final_block=final_block))
+        )
         .order_by(MeterReadingRow.participant, MeterReadingRow.interval_start)
     )
     return list(session.scalars(statement))
 
 
-def reading_batches_used(session: Session, period_start: int, period_end: int) -> list[ReadingBatchRow]:
+def reading_batches_used(
+    session: Session, period_start: int, period_end: int, *, final_block: int | None = None
+) -> list[ReadingBatchRow]:
     """The live batches that hold at least one current reading of the period, in chain order."""
     _period(period_start, period_end)
     used = select(MeterReadingRow.batch_id).where(
-        MeterReadingRow.id.in_(_latest_reading_ids(_in_period(period_start, period_end)))
+        MeterReadingRow.id.in_(_latest_reading_ids(_in_period(period_start, period_end), final_block=final_block))
     )
     statement = (
         select(ReadingBatchRow)
@@ -249,12 +269,18 @@ def reading_leaf(participant: str, interval_start: int, injected_wh: int, withdr
 # --- prices --------------------------------------------------------------------------------
 
 
-def latest_price_batch(session: Session, period_start: int, period_end: int) -> PriceBatchRow | None:
+def latest_price_batch(
+    session: Session, period_start: int, period_end: int, *, final_block: int | None = None
+) -> PriceBatchRow | None:
     """The newest live price batch (in chain order) whose period covers [period_start, period_end)."""
     _period(period_start, period_end)
     statement = (
         select(PriceBatchRow)
-        .where(_live(PriceBatchRow), PriceBatchRow.period_start <= period_start, PriceBatchRow.period_end >= period_end)
+        .where(
+            _live(PriceBatchRow, final_block),
+            PriceBatchRow.period_start <= period_start,
+            PriceBatchRow.period_end >= period_end,
+        )
         .order_by(PriceBatchRow.block_number.desc(), PriceBatchRow.created_at.desc(), PriceBatchRow.batch_id)
         .limit(1)
     )
@@ -384,6 +410,17 @@ def _build_tree(session: Session, batch: AnyBatch) -> StandardMerkleTree:
     if tree.root != batch.root:
         raise BatchIntegrityError("the batch's stored rows do not rebuild its root", batch_id=batch.batch_id)
     return tree
+
+
+def content_root(session: Session, kind: str, batch_id: str) -> tuple[str | None, int]:
+    """(the root the stored rows of batch `batch_id` rebuild, their count); (None, 0) when no row
+    is stored. `kind` is "readings" or "prices". Leaves are sorted by the tree, so the order of the
+    rows does not matter: any changed value changes the root."""
+    _, values = _reading_values(session, batch_id) if kind == "readings" else _price_values(session, batch_id)
+    if not values:
+        return None, 0
+    encoding = READING_LEAF_ENCODING if kind == "readings" else PRICE_LEAF_ENCODING
+    return StandardMerkleTree.of(values, encoding).root, len(values)
 
 
 def _reading_values(session: Session, batch_id: str) -> tuple[list[int], list[list[Any]]]:

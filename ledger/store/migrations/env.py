@@ -10,7 +10,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from ledger.store import access_models, metering_models, settlement_models  # noqa: F401  (their tables join Base.metadata)
+from ledger.store import (  # noqa: F401  (their tables join Base.metadata)
+    access_models,
+    chain_models,
+    metering_models,
+    settlement_models,
+)
 from ledger.store.models import Base
 
 

@@ -1,0 +1,138 @@
+"""The running service's indexer follows the head through reorgs (anvil_reorg): an unconfirmed
+trade is served with its confirmations, disappears from the API when a reorg drops it and comes
+back when it is mined again; a reorg deeper than the confirmations halts the indexer and health
+says why. Settlement inputs are final rows only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from api.app import create_app
+from ledger.chain.node import LocalNode
+from ledger.config import Settings
+from ledger.domain.trade import ParticipantKind
+from ledger.services.context import LedgerContext
+from ledger.services.devstack import deploy
+from ledger.services.runtime import LedgerService
+from ledger.store.models import Trade
+from tests.support.service import CHAIN_ID, OPERATOR_TOKEN, RunningService, market_for, serve, wait_for
+from tests.support.settled_world import world_with
+
+CONFIRMATIONS = 3
+
+
+@contextmanager
+def following_service(rpc_url: str, workdir: Path) -> Iterator[RunningService]:
+    """tests/support/service.running_service with blocks final after CONFIRMATIONS confirmations."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="local",
+        rpc_url=rpc_url,
+        chain_id=CHAIN_ID,
+        database_url=f"sqlite:///{workdir / 'gridledger.db'}",
+        deployment_file=workdir / "deployment.json",
+        confirmations=CONFIRMATIONS,
+        relayer_batch_window_ms=20,
+        operator_token=SecretStr(OPERATOR_TOKEN),
+    )
+    deployment = deploy(settings, rpc_url)
+    context = LedgerContext.open(settings, rpc_url=rpc_url)
+    try:
+        service = LedgerService(context)
+        market = market_for(rpc_url, deployment, context.abi)
+        with (
+            serve(create_app(settings, service=service)) as base_url,
+            httpx.Client(base_url=base_url, timeout=60) as client,
+        ):
+            running = RunningService(client, service, settings, market)
+            running.wait_indexed("/health")
+            yield running
+        market.rpc.close()
+    finally:
+        context.close()
+
+
+def trade_status(running: RunningService, trade_id: str) -> int:
+    return running.client.get(f"/trades/{trade_id}").status_code
+
+
+def test_an_unconfirmed_trade_leaves_the_api_with_a_reorg_and_returns_when_mined_again(tmp_path: Path) -> None:
+    with LocalNode("anvil", chain_id=CHAIN_ID) as node, following_service(node.rpc_url, tmp_path) as running:
+        seller, buyer = running.register("generator"), running.register("consumer")
+        signed = running.sign(seller, buyer, running.trade(seller, buyer))
+        trade_id = running.market.trade_id(signed.trade)
+        running.record_directly(running.sign(seller, buyer, running.trade(seller, buyer)))  # the role, once
+        recorder = running.market.ledger("direct_recorder")
+        transaction = recorder.sender.sign(
+            recorder.address, recorder.encode("recordTrade", [signed.as_tuple()]), 600_000
+        )
+        rpc = running.market.rpc
+
+        rpc.call("eth_sendRawTransaction", transaction.raw)
+        shown = running.wait_indexed(f"/trades/{trade_id}")
+        # Served at once, and marked as not final: fewer confirmations than the service requires.
+        assert shown["provenance"]["confirmations"] < CONFIRMATIONS
+        mined_in = shown["provenance"]["blockHash"]
+
+        rpc.call("anvil_reorg", 1, [])  # the trade's block is replaced by an empty one
+        wait_for(lambda: trade_status(running, trade_id) == 404 or None, "the dropped trade to leave the API")
+        health = running.client.get("/health")
+        assert health.status_code == 200, health.text
+
+        rpc.call("eth_sendRawTransaction", transaction.raw)  # mined again, in another block
+        again = running.wait_indexed(f"/trades/{trade_id}")
+        assert again["provenance"]["blockHash"] != mined_in
+        rpc.call("anvil_mine", hex(CONFIRMATIONS))
+        final = running.wait_indexed(
+            f"/trades/{trade_id}", until=lambda body: body["provenance"]["confirmations"] > CONFIRMATIONS
+        )
+        assert final["provenance"]["blockHash"] == again["provenance"]["blockHash"]
+
+        # A reorg deeper than the confirmations: the indexer halts, health says why.
+        rpc.call("anvil_reorg", CONFIRMATIONS + 3, [])
+        report: dict[str, Any] = wait_for(
+            lambda: ((answer := running.client.get("/health")).status_code == 503 and answer.json()) or None,
+            "health to report the halted indexer",
+        )
+        assert report["status"] == "unhealthy"
+        assert report["error"]["code"] == "reorg_beyond_finality"
+        assert report["workers"]["indexer"]["alive"] is False
+        # Nothing was undone: the index still serves what it had, it does not invent a new chain.
+        assert trade_status(running, trade_id) == 200
+
+
+def test_a_settlement_run_takes_only_final_trades(anvil: LocalNode, database_url: str, tmp_path: Path) -> None:
+    with world_with(anvil.rpc_url, database_url, tmp_path, confirmations=CONFIRMATIONS) as world:
+        g, r = world.participant(ParticipantKind.GENERATOR), world.participant(ParticipantKind.CONSUMER)
+        start, end = world.future_period(2)
+        world.prices((start, end), 45_000)
+        world.rpc.call("anvil_mine", hex(CONFIRMATIONS - 1))  # the prices final
+        trade_id = world.record(g, r, start, end, 400_000, 50_000)
+        world.index()
+        with world.context.sessions() as session:
+            assert session.get(Trade, trade_id) is not None  # indexed, in a block not final yet
+
+        def inputs() -> list[str]:
+            return [trade.trade_id for trade in world.settlement.gather_inputs(start, end).trades]
+
+        assert inputs() == []
+        world.rpc.call("anvil_mine", hex(CONFIRMATIONS - 1))
+        world.index()
+        assert inputs() == [trade_id]
+
+        # A cancellation counts once it is final too: until then the trade is still an input.
+        world.cancel(trade_id, g, r)
+        world.index()
+        with world.context.sessions() as session:
+            stored = session.get(Trade, trade_id)
+            assert stored is not None and stored.status.value == "cancelled"
+        assert inputs() == [trade_id]
+        world.rpc.call("anvil_mine", hex(CONFIRMATIONS - 1))
+        world.index()
+        assert inputs() == []
