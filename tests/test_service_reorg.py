@@ -5,57 +5,22 @@ says why. Settlement inputs are final rows only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
-from pydantic import SecretStr
-
-from api.app import create_app
 from ledger.chain.node import LocalNode
-from ledger.config import Settings
 from ledger.domain.trade import ParticipantKind
-from ledger.services.context import LedgerContext
-from ledger.services.devstack import deploy
-from ledger.services.runtime import LedgerService
 from ledger.store.models import Trade
-from tests.support.service import CHAIN_ID, OPERATOR_TOKEN, RunningService, market_for, serve, wait_for
+from tests.support.service import CHAIN_ID, RunningService, running_service, wait_for
 from tests.support.settled_world import world_with
 
 CONFIRMATIONS = 3
 
 
-@contextmanager
-def following_service(rpc_url: str, workdir: Path) -> Iterator[RunningService]:
-    """tests/support/service.running_service with blocks final after CONFIRMATIONS confirmations."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="local",
-        rpc_url=rpc_url,
-        chain_id=CHAIN_ID,
-        database_url=f"sqlite:///{workdir / 'gridledger.db'}",
-        deployment_file=workdir / "deployment.json",
-        confirmations=CONFIRMATIONS,
-        relayer_batch_window_ms=20,
-        operator_token=SecretStr(OPERATOR_TOKEN),
-    )
-    deployment = deploy(settings, rpc_url)
-    context = LedgerContext.open(settings, rpc_url=rpc_url)
-    try:
-        service = LedgerService(context)
-        market = market_for(rpc_url, deployment, context.abi)
-        with (
-            serve(create_app(settings, service=service)) as base_url,
-            httpx.Client(base_url=base_url, timeout=60) as client,
-        ):
-            running = RunningService(client, service, settings, market)
-            running.wait_indexed("/health")
-            yield running
-        market.rpc.close()
-    finally:
-        context.close()
+def following_service(rpc_url: str, workdir: Path) -> AbstractContextManager[RunningService]:
+    """The running service with blocks final after CONFIRMATIONS confirmations."""
+    return running_service(rpc_url, f"sqlite:///{workdir / 'gridledger.db'}", workdir, confirmations=CONFIRMATIONS)
 
 
 def trade_status(running: RunningService, trade_id: str) -> int:

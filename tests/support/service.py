@@ -210,9 +210,11 @@ def serve(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
 
 
 @contextmanager
-def running_service(rpc_url: str, database_url: str, workdir: Path) -> Iterator[RunningService]:
+def running_service(
+    rpc_url: str, database_url: str, workdir: Path, *, confirmations: int = 1
+) -> Iterator[RunningService]:
     """Deploys a fresh TradeLedger on the node at `rpc_url`, and serves the API over it with an
-    index in `database_url`. Blocks are final after one confirmation."""
+    index in `database_url`. Blocks are final after `confirmations` confirmations."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="local",
@@ -220,7 +222,7 @@ def running_service(rpc_url: str, database_url: str, workdir: Path) -> Iterator[
         chain_id=CHAIN_ID,
         database_url=database_url,
         deployment_file=workdir / "deployment.json",
-        confirmations=1,
+        confirmations=confirmations,
         relayer_batch_window_ms=20,
         operator_token=SecretStr(OPERATOR_TOKEN),
         # Tests poll fast; tests/test_access.py checks the limits on an app of its own.
