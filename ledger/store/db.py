@@ -18,6 +18,9 @@ from ledger.errors import ConfigurationError
 
 # How long a SQLite connection waits for another connection's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Pages read through a memory map instead of a read() into the connection's small page cache each:
+# a read of a large index touches pages spread all over the file.
+SQLITE_MMAP_BYTES = 2**31
 
 _MIGRATIONS = "ledger.store:migrations"
 
@@ -111,10 +114,16 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(_READ_ONLY, False):
+            # Straight on the driver's connection: SQLAlchemy's execution path costs more than
+            # BEGIN itself, and every API read pays it. A deferred BEGIN takes no lock, so it
+            # does not wait or fail on one (BEGIN IMMEDIATE does, with an error SQLAlchemy wraps).
+            connection.connection.dbapi_connection.execute("BEGIN")  # type: ignore[union-attr]
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
