@@ -18,7 +18,6 @@ from api.schemas import (
     TradeOut,
     TradePage,
     TradeStatusName,
-    TradeSummaryOut,
     parse_batch,
 )
 from api.types import Address, Bytes32, IsoTime
@@ -84,7 +83,7 @@ def list_trades(
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, description="nextCursor of the previous page")] = None,
 ) -> TradePage:
-    page = queries.list_trades(
+    page = queries.list_trade_rows(
         session,
         participant=participant,
         side=side,
@@ -95,7 +94,7 @@ def list_trades(
         cursor=cursor,
     )
     head = chain_head(service) if page.items else None
-    return TradePage(items=[TradeSummaryOut.from_row(row, head) for row in page.items], next_cursor=page.next_cursor)
+    return TradePage.of(page.items, page.next_cursor, head)
 
 
 @router.get(
@@ -107,10 +106,10 @@ def list_trades(
 def get_trade(trade_id: TradeIdPath, session: SessionDep, service: ServiceDep) -> TradeOut:
     """From the index, which holds final blocks only: a trade appears a few seconds after its
     submission is `recorded` (the configured confirmations)."""
-    row = queries.get_trade(session, trade_id)
-    if row is None:
+    record = queries.get_trade_record(session, trade_id)
+    if record is None:
         raise errors.NotFoundError("no such trade in the index", trade_id=trade_id)
-    return TradeOut.from_row(row, chain_head(service))
+    return TradeOut.from_record(record, chain_head(service))
 
 
 @router.post(
