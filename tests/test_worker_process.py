@@ -17,7 +17,7 @@ from ledger.errors import LedgerError
 from ledger.services.context import LedgerContext
 from ledger.services.devstack import deploy
 from ledger.services.runtime import LedgerService
-from ledger.services.worker_process import WorkerProcess, WorkerProcessError, remote_failure
+from ledger.services.worker_process import WorkerProcess, WorkerProcessError, WorkerStatusFile, remote_failure
 from ledger.signing.trader import countersigned
 from ledger.store import outbox, queries
 from ledger.store.db import make_session_factory
@@ -41,12 +41,15 @@ def test_a_child_process_records_and_indexes_what_the_api_accepts(
         relayer_batch_window_ms=10,
     )
     deploy(settings, anvil.rpc_url)
-    workers = WorkerProcess(settings, anvil.rpc_url)
+    workers = WorkerProcess(settings, anvil.rpc_url, status_path=tmp_path / "workers.json")
     service = LedgerService(LedgerContext.open(settings), workers=workers)
+    # What another API process sees (scripts.serve --api-processes 2).
+    other = LedgerService(LedgerContext.open(settings), workers=WorkerStatusFile(tmp_path / "workers.json"))
     service.start()
     try:
         assert service.workers == {"relayer": True, "indexer": True}
         assert service.healthy and service.failure is None
+        assert other.workers == {"relayer": True, "indexer": True} and other.healthy
         seller, buyer = Account.create(), Account.create()
         for account in (seller, buyer):
             service.participants.register(account.address, ParticipantKind.GENERATOR, f"licence-{account.address}")
@@ -64,8 +67,10 @@ def test_a_child_process_records_and_indexes_what_the_api_accepts(
     finally:
         service.stop()
         service.context.close()
+        other.context.close()
     assert service.workers == {"relayer": False, "indexer": False}
     assert not service.healthy
+    assert other.workers == {"relayer": False, "indexer": False} and not other.healthy
 
 
 def test_a_dead_child_is_an_unhealthy_service(anvil: LocalNode, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The running ledger service: use cases plus the relayer and indexer threads behind them.
 
-The threads run in this process, or, given `workers` (a `WorkerProcess`), in another process that
-this service starts, stops and reports on instead."""
+The threads run in this process, or, given `workers`, in another process: one this service
+starts, stops and reports on (`WorkerProcess`), or one it only reports on (`WorkerStatusFile`)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from ledger.services.relayer import Relayer
 from ledger.services.trading import TradingService
 
 if TYPE_CHECKING:
-    from ledger.services.worker_process import WorkerProcess
+    from ledger.services.worker_process import WorkerProcess, WorkerStatusFile
 
 log = logging.getLogger(__name__)
 
 
 class LedgerService:
-    def __init__(self, context: LedgerContext, *, workers: WorkerProcess | None = None) -> None:
+    def __init__(self, context: LedgerContext, *, workers: WorkerProcess | WorkerStatusFile | None = None) -> None:
         settings = context.settings
         self.context = context
         self.trading = TradingService(context.recorder, context.sessions, context.read_sessions, context.clock)

@@ -10,16 +10,21 @@ state, threads or connections is inherited), and follows it through a pipe: the 
 workers' liveness and the error that stopped one, the parent reads the latest report without
 blocking when asked (`alive`, `failure`). The child stops when asked, and on its own when the
 parent goes away (the pipe closes), so no orphan keeps relaying with the recorder's key.
+Given a status file, the child also writes its reports there, for the other API processes
+(`WorkerStatusFile`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from ledger.config import Settings
@@ -61,9 +66,10 @@ def _failure_report(failure: BaseException | None) -> dict[str, Any] | None:
 class WorkerProcess:
     """The parent's handle on the child that runs the relayer and the indexer."""
 
-    def __init__(self, settings: Settings, rpc_url: str) -> None:
+    def __init__(self, settings: Settings, rpc_url: str, *, status_path: Path | None = None) -> None:
         self._settings = settings
         self._rpc_url = rpc_url
+        self._status_path = status_path  # where the child also writes its reports, for other readers
         self._context = multiprocessing.get_context("spawn")
         self._process: multiprocessing.process.BaseProcess | None = None
         self._connection: Connection | None = None
@@ -76,7 +82,10 @@ class WorkerProcess:
             raise RuntimeError("the workers' process runs already: two relayers would share one key's nonces")
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=run_workers, args=(self._settings, self._rpc_url, child), name="gridledger-workers", daemon=True
+            target=run_workers,
+            args=(self._settings, self._rpc_url, child, self._status_path),
+            name="gridledger-workers",
+            daemon=True,
         )
         process.start()
         child.close()
@@ -139,7 +148,50 @@ class WorkerProcess:
                     )
 
 
-def run_workers(settings: Settings, rpc_url: str, connection: Connection) -> None:
+class WorkerStatusFile:
+    """The workers' liveness for an API process other than the one that started them: the child's
+    latest report, read from the file it rewrites every REPORT_INTERVAL; a report older than
+    STALE_AFTER means the child is gone. Starting and stopping the workers is not its business."""
+
+    STALE_AFTER = 5 * REPORT_INTERVAL
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    @property
+    def alive(self) -> dict[str, bool]:
+        return self._read()[0]
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._read()[1]
+
+    def _read(self) -> tuple[dict[str, bool], BaseException | None]:
+        try:
+            report = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return dict.fromkeys(WORKER_NAMES, False), WorkerProcessError("no report from the workers' process")
+        if time.time() - report["at"] > self.STALE_AFTER:
+            error = WorkerProcessError(f"no report from the workers' process for {self.STALE_AFTER:g} s")
+            return dict.fromkeys(report["alive"], False), error
+        failure = report["failure"]
+        return dict(report["alive"]), None if failure is None else remote_failure(failure)
+
+
+def _write_status(path: Path, report: dict[str, Any]) -> None:
+    """Replaces the status file in one step: a reader sees the previous report or this one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({**report, "at": time.time()}))
+    os.replace(partial, path)
+
+
+def run_workers(settings: Settings, rpc_url: str, connection: Connection, status_path: Path | None = None) -> None:
     """The child: opens the ledger, runs its relayer and indexer threads and reports on them
     until the parent says stop or goes away."""
     # Imported here: the parent needs none of this to start the child.
@@ -155,6 +207,8 @@ def run_workers(settings: Settings, rpc_url: str, connection: Connection) -> Non
         while True:
             report = {"alive": service.workers, "failure": _failure_report(service.failure)}
             if report != last or time.monotonic() - reported >= REPORT_INTERVAL:
+                if status_path is not None:  # first: when the parent hears of a start, the file tells it too
+                    _write_status(status_path, report)
                 connection.send(report)
                 last, reported = report, time.monotonic()
             if connection.poll(0.1) and connection.recv() == _STOP:
@@ -163,5 +217,8 @@ def run_workers(settings: Settings, rpc_url: str, connection: Connection) -> Non
         log.warning("the API process went away: stopping the relayer and indexer")
     finally:
         service.stop()
+        if status_path is not None:
+            stopped = {"alive": dict.fromkeys(WORKER_NAMES, False), "failure": _failure_report(service.failure)}
+            _write_status(status_path, stopped)
         service.context.close()
         connection.close()
