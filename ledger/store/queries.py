@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,30 +82,39 @@ def get_trade(session: Session, trade_id: str) -> Trade | None:
 
 @dataclass(frozen=True)
 class TradeRecord:
-    """A trade and its events in chain order as plain rows (the columns of `trades` and
+    """A trade and its events in chain order as plain rows (the columns of `trades` and of
     `trade_events` as attributes): what the API renders, without ORM objects to build."""
 
     trade: Row[Any]
-    events: Sequence[Row[Any]]
+    events: Sequence[Any]
 
 
 _trades = Trade.__table__
 _trade_events = TradeEvent.__table__
-_TRADE_BY_ID = select(*_trades.c).where(_trades.c.trade_id == bindparam("trade_id"))
-_EVENTS_OF_TRADE = (
-    select(*_trade_events.c)
-    .where(_trade_events.c.trade_id == bindparam("trade_id"))
+_EVENT_PREFIX = "event_"
+_event_columns = [c for c in _trade_events.c if c.name not in ("id", "trade_id")]
+# The trade and its events in one round trip: a row per event, the trade's columns repeated.
+_TRADE_WITH_EVENTS = (
+    select(*_trades.c, *(c.label(_EVENT_PREFIX + c.name) for c in _event_columns))
+    .select_from(_trades.outerjoin(_trade_events, _trade_events.c.trade_id == _trades.c.trade_id))
+    .where(_trades.c.trade_id == bindparam("trade_id"))
     .order_by(_trade_events.c.block_number, _trade_events.c.log_index)
 )
+_TradeEventRow = namedtuple("_TradeEventRow", [c.name for c in _event_columns])  # type: ignore[misc]
 
 
 def get_trade_record(session: Session, trade_id: str) -> TradeRecord | None:
-    """`get_trade` as rows: the trade, then its events, in the session's one transaction."""
-    params = {"trade_id": hash32(trade_id, field="trade_id")}
-    trade = session.execute(_TRADE_BY_ID, params).first()
-    if trade is None:
+    """`get_trade` as rows, read in one statement."""
+    rows = session.execute(_TRADE_WITH_EVENTS, {"trade_id": hash32(trade_id, field="trade_id")}).all()
+    if not rows:
         return None
-    return TradeRecord(trade, session.execute(_EVENTS_OF_TRADE, params).all())
+    names = [_EVENT_PREFIX + c.name for c in _event_columns]
+    events = [
+        _TradeEventRow(*(mapping[name] for name in names))
+        for mapping in (row._mapping for row in rows)
+        if mapping[_EVENT_PREFIX + "event"] is not None  # the outer join's row of a trade without events
+    ]
+    return TradeRecord(rows[0], events)
 
 
 def list_trades(
