@@ -51,6 +51,7 @@ class LedgerService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._failure: BaseException | None = None
+        self._failed: set[str] = set()  # workers that raised, dead even while their thread winds down
         self._elsewhere = workers
 
     @property
@@ -88,13 +89,16 @@ class LedgerService:
         """Whether each worker thread (relayer, indexer) is alive, by name; empty before start()."""
         if self._elsewhere is not None:
             return self._elsewhere.alive
-        return {t.name.removeprefix("gridledger-"): t.is_alive() for t in self._threads}
+        names = {t: t.name.removeprefix("gridledger-") for t in self._threads}
+        return {name: t.is_alive() and name not in self._failed for t, name in names.items()}
 
     def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:
         def guarded() -> None:
             try:
                 target()
             except BaseException as exc:  # a halted worker must be visible, not silently gone
+                # Dead first, then the failure: whoever sees the failure sees the worker dead.
+                self._failed.add(name)
                 self._failure = exc
                 log.exception("%s stopped", name)
 
