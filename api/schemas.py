@@ -4,11 +4,12 @@ domain objects and index rows to responses (no rules here: that is the services'
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
+from sqlalchemy import Row
 
 from api.problems import Problem, problem_for, validation_problem
 from api.types import (
@@ -26,7 +27,7 @@ from ledger import errors
 from ledger.domain.trade import SignedTrade, Trade
 from ledger.domain.units import ZERO_ID
 from ledger.services.trading import Accepted
-from ledger.store import models
+from ledger.store import models, queries
 
 MAX_BATCH = 1000
 
@@ -335,10 +336,23 @@ class TradeOut(TradeSummaryOut):
     def from_row(cls, row: models.Trade, head: int | None) -> TradeOut:
         return cls(**cls.fields_of(row, head), events=[TradeEventOut.from_row(e, head) for e in row.events])
 
+    @classmethod
+    def from_record(cls, record: queries.TradeRecord, head: int | None) -> TradeOut:
+        """The same from plain rows (queries.get_trade_record), which cost far less to load."""
+        trade = cast(models.Trade, record.trade)
+        events = [TradeEventOut.from_row(cast(models.TradeEvent, e), head) for e in record.events]
+        return cls(**cls.fields_of(trade, head), events=events)
+
 
 class TradePage(ResponseModel):
     items: list[TradeSummaryOut]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+    @classmethod
+    def of(cls, rows: Sequence[Row[Any]], next_cursor: str | None, head: int | None) -> TradePage:
+        """From plain rows (queries.list_trade_rows), which carry a Trade's columns by name."""
+        items = [TradeSummaryOut.from_row(cast(models.Trade, row), head) for row in rows]
+        return cls(items=items, next_cursor=next_cursor)
 
 
 class CancelOut(ResponseModel):

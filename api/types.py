@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 from eth_utils import is_checksum_address, to_checksum_address
@@ -53,7 +54,22 @@ def parse_time(value: Any) -> int:
 
 
 def render_time(unix_seconds: int) -> str:
-    return to_datetime(unix_seconds).isoformat()
+    """`to_datetime(unix_seconds).isoformat()`, e.g. 2030-06-01T12:00:00+00:00, at a fraction of its
+    cost (a page of trades renders three times per row): the date is looked up by day."""
+    day, second = divmod(unix_seconds, 86_400)
+    if day < 0 or day >= _MAX_DAY:
+        return to_datetime(unix_seconds).isoformat()
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{_date(day)}T{hour:02d}:{minute:02d}:{second:02d}+00:00"
+
+
+_MAX_DAY = (MAX_ISO_UNIX + 1) // 86_400
+
+
+@lru_cache(maxsize=4096)
+def _date(day: int) -> str:
+    return to_datetime(day * 86_400).date().isoformat()
 
 
 def render_optional_time(unix_seconds: int | None) -> str | None:

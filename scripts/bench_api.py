@@ -17,6 +17,10 @@ already there. The databases are dropped after a successful run unless --keep is
 interrupted run keeps them, so the next run resumes the seeding).
 
     python -m scripts.bench_api --database both --trades 1000000
+
+wrk is Debian's package (`apt-get install wrk`). To see where a case spends its time, keep the
+databases (--keep), and profile the service's processes under load with py-spy
+(`pip install py-spy`; `py-spy record --nonblocking -p <pid>`, or `py-spy dump -p <pid>`).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import hashlib
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +237,9 @@ def drop(database: Database) -> None:
 
 
 @contextmanager
-def service_process(rpc_url: str, deployment_file: Path, database: Database, log_path: Path) -> Iterator[str]:
+def service_process(
+    rpc_url: str, deployment_file: Path, database: Database, log_path: Path, serve_args: Sequence[str] = ()
+) -> Iterator[str]:
     """`python -m scripts.serve` on the anvil deployment and the seeded database; yields its URL."""
     port = _free_port()
     env = dict(
@@ -243,7 +250,7 @@ def service_process(rpc_url: str, deployment_file: Path, database: Database, log
     )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.serve", "--port", str(port)],
+            [sys.executable, "-m", "scripts.serve", "--port", str(port), *serve_args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -372,9 +379,10 @@ def measure(
 TARGETS_P99_MS = {"by id": 25.0, "list": 100.0, "window": 100.0}
 
 
-def report(results: list[Result], total: int) -> None:
+def report(results: list[Result], total: int, serve_args: str = "") -> None:
     print()
-    print(f"GET latency and throughput, {total:,} trades in the index; wrk -t2, ratios against health")
+    served = f"python -m scripts.serve {serve_args}".strip()
+    print(f"GET latency and throughput, {total:,} trades in the index, {served}; wrk -t2, ratios against health")
     header = f"{'database':9} {'case':7} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
     print(f"{header} {'req/s x':>8} {'p50 x':>6} {'p99 x':>6} {'errors':>6}  target")
     for r in results:
@@ -397,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk run")
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "var" / "bench_api")
     parser.add_argument("--keep", action="store_true", help="keep the seeded databases for the next run")
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        help='more arguments of scripts.serve, e.g. "--api-processes 2" or "--workers threads"',
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -421,11 +434,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 engine.dispose()
             log_path = args.workdir / f"service-{name}.log"
-            with service_process(node.rpc_url, settings.deployment_file, database, log_path) as base_url:
+            serve_args = shlex.split(args.serve_args)
+            with service_process(node.rpc_url, settings.deployment_file, database, log_path, serve_args) as base_url:
                 results += measure(database, base_url, args.workdir, paths, args.clients, args.seconds)
             if not args.keep:
                 drop(database)
-    report(results, args.trades)
+    report(results, args.trades, args.serve_args)
     return 0
 
 

@@ -19,7 +19,6 @@ from api.schemas import (
     TradeOut,
     TradePage,
     TradeStatusName,
-    TradeSummaryOut,
     parse_batch,
 )
 from api.types import Address, Bytes32, IsoTime
@@ -94,7 +93,7 @@ def list_trades(
 ) -> TradePage:
     """Every trade for a token with `trades:read`; a signed-in trader's own trades only (403 for
     `participant` other than itself). The public sees aggregates only: GET /market/intervals."""
-    page = queries.list_trades(
+    page = queries.list_trade_rows(
         session,
         participant=own_account(reader, Scope.TRADES_READ, participant),
         side=side,
@@ -105,7 +104,7 @@ def list_trades(
         cursor=cursor,
     )
     head = chain_head(service) if page.items else None
-    return TradePage(items=[TradeSummaryOut.from_row(row, head) for row in page.items], next_cursor=page.next_cursor)
+    return TradePage.of(page.items, page.next_cursor, head)
 
 
 @router.get(
@@ -118,11 +117,12 @@ def get_trade(trade_id: TradeIdPath, session: SessionDep, service: ServiceDep, r
     """From the index, which follows the head: a trade appears once its block is indexed, with
     fewer `confirmations` than the service requires until it is final (a reorg may remove it).
     A trader sees its own trades only (404 for others')."""
-    row = queries.get_trade(session, trade_id)
-    if row is None:
+    record = queries.get_trade_record(session, trade_id)
+    if record is None:
         raise errors.NotFoundError("no such trade in the index", trade_id=trade_id)
-    visible(reader, Scope.TRADES_READ, row.seller, row.buyer, what="trade in the index", trade_id=trade_id)
-    return TradeOut.from_row(row, chain_head(service))
+    trade = record.trade
+    visible(reader, Scope.TRADES_READ, trade.seller, trade.buyer, what="trade in the index", trade_id=trade_id)
+    return TradeOut.from_record(record, chain_head(service))
 
 
 @router.post(

@@ -1,10 +1,14 @@
-"""The running ledger service: use cases plus the relayer and indexer threads behind them."""
+"""The running ledger service: use cases plus the relayer and indexer threads behind them.
+
+The threads run in this process, or, given `workers`, in another process: one this service
+starts, stops and reports on (`WorkerProcess`), or one it only reports on (`WorkerStatusFile`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ledger.chain.compiler import compile_contracts
 from ledger.chain.log_source import JsonRpcLogSource
@@ -14,11 +18,14 @@ from ledger.services.participants import ParticipantService
 from ledger.services.relayer import Relayer
 from ledger.services.trading import TradingService
 
+if TYPE_CHECKING:
+    from ledger.services.worker_process import WorkerProcess, WorkerStatusFile
+
 log = logging.getLogger(__name__)
 
 
 class LedgerService:
-    def __init__(self, context: LedgerContext) -> None:
+    def __init__(self, context: LedgerContext, *, workers: WorkerProcess | WorkerStatusFile | None = None) -> None:
         settings = context.settings
         self.context = context
         self.trading = TradingService(context.recorder, context.sessions, context.read_sessions, context.clock)
@@ -53,9 +60,18 @@ class LedgerService:
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.failure: BaseException | None = None
+        self._failure: BaseException | None = None
+        self._failed: set[str] = set()  # workers that raised, dead even while their thread winds down
+        self._elsewhere = workers
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._elsewhere.failure if self._elsewhere is not None else self._failure
 
     def start(self) -> None:
+        if self._elsewhere is not None:
+            self._elsewhere.start()
+            return
         if self._threads:
             raise RuntimeError("the service is running already: two relayers would share one key's nonces")
         self._stop.clear()
@@ -65,6 +81,9 @@ class LedgerService:
         ]
 
     def stop(self) -> None:
+        if self._elsewhere is not None:
+            self._elsewhere.stop()
+            return
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
@@ -72,19 +91,25 @@ class LedgerService:
 
     @property
     def healthy(self) -> bool:
-        return self.failure is None and bool(self._threads) and all(t.is_alive() for t in self._threads)
+        workers = self.workers
+        return self.failure is None and bool(workers) and all(workers.values())
 
     @property
     def workers(self) -> dict[str, bool]:
         """Whether each worker thread (relayer, indexer) is alive, by name; empty before start()."""
-        return {t.name.removeprefix("gridledger-"): t.is_alive() for t in self._threads}
+        if self._elsewhere is not None:
+            return self._elsewhere.alive
+        names = {t: t.name.removeprefix("gridledger-") for t in self._threads}
+        return {name: t.is_alive() and name not in self._failed for t, name in names.items()}
 
     def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:
         def guarded() -> None:
             try:
                 target()
             except BaseException as exc:  # a halted worker must be visible, not silently gone
-                self.failure = exc
+                # Dead first, then the failure: whoever sees the failure sees the worker dead.
+                self._failed.add(name)
+                self._failure = exc
                 log.exception("%s stopped", name)
 
         thread = threading.Thread(target=guarded, name=f"gridledger-{name}", daemon=True)

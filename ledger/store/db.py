@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,19 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.errors import ConfigurationError
 
 # How long a SQLite connection waits for another connection's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Pages read through a memory map instead of a read() into the connection's small page cache each:
+# a read of a large index touches pages spread all over the file.
+SQLITE_MMAP_BYTES = 2**31
+# A pooled server connection idle for longer than this is pinged before use (see _ping_when_idle).
+POOL_PING_AFTER_IDLE_SECONDS = 10.0
+_IDLE_SINCE = "gridledger_idle_since"
 
 _MIGRATIONS = "ledger.store:migrations"
 
@@ -44,8 +52,9 @@ def make_engine(url: str | URL) -> Engine:
         engine = create_engine(url)
         _configure_sqlite(engine)
         return engine
-    # A pooled connection may have been closed by the server or a proxy while idle.
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)
+    _ping_when_idle(engine)
+    return engine
 
 
 def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
@@ -90,6 +99,28 @@ def _create_parent_folder(url: URL) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """A pooled connection may have been closed by the server or a proxy while idle: one that sat
+    in the pool for more than POOL_PING_AFTER_IDLE_SECONDS is pinged at checkout and replaced when
+    it does not answer. Unlike pool_pre_ping, a connection in steady use is not pinged: that was a
+    round trip more on every API read."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since <= POOL_PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (a new one if need be).
+            raise DisconnectionError("a pooled connection did not answer a ping") from exc
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """WAL, foreign keys, a busy timeout, and transactions that SQLAlchemy (not sqlite3) begins.
 
@@ -111,10 +142,16 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(_READ_ONLY, False):
+            # Straight on the driver's connection: SQLAlchemy's execution path costs more than
+            # BEGIN itself, and every API read pays it. A deferred BEGIN takes no lock, so it
+            # does not wait or fail on one (BEGIN IMMEDIATE does, with an error SQLAlchemy wraps).
+            connection.connection.dbapi_connection.execute("BEGIN")  # type: ignore[union-attr]
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -10,12 +10,25 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, Literal, TypeVar
+from functools import cache
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, Executable, Select, select, tuple_, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Integer,
+    Row,
+    Select,
+    String,
+    bindparam,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.orm import Session, selectinload
 
 from ledger.domain.market import TradeVolume
@@ -26,6 +39,7 @@ from ledger.store.models import (
     Participant,
     ParticipantStatus,
     Trade,
+    TradeEvent,
     TradeStatus,
     checksum_address,
     hash32,
@@ -36,6 +50,16 @@ MAX_PAGE_SIZE = 500
 T = TypeVar("T")
 _Row = TypeVar("_Row", Trade, Participant)
 _Code = TypeVar("_Code", bound=StrEnum)
+
+
+class _Keyed(Protocol):
+    @property
+    def block_number(self) -> int: ...
+    @property
+    def log_index(self) -> int: ...
+
+
+_TradeLike = TypeVar("_TradeLike", bound=_Keyed)
 
 _CURSOR = re.compile(r"(\d{1,19}):(\d{1,10})")
 # The largest key a cursor may name: BIGINT block numbers, INTEGER log indexes.
@@ -57,6 +81,43 @@ def get_trade(session: Session, trade_id: str) -> Trade | None:
     return session.scalars(statement).one_or_none()
 
 
+@dataclass(frozen=True)
+class TradeRecord:
+    """A trade and its events in chain order as plain rows (the columns of `trades` and of
+    `trade_events` as attributes): what the API renders, without ORM objects to build."""
+
+    trade: Row[Any]
+    events: Sequence[Any]
+
+
+_trades = Trade.__table__
+_trade_events = TradeEvent.__table__
+_EVENT_PREFIX = "event_"
+_event_columns = [c for c in _trade_events.c if c.name not in ("id", "trade_id")]
+# The trade and its events in one round trip: a row per event, the trade's columns repeated.
+_TRADE_WITH_EVENTS = (
+    select(*_trades.c, *(c.label(_EVENT_PREFIX + c.name) for c in _event_columns))
+    .select_from(_trades.outerjoin(_trade_events, _trade_events.c.trade_id == _trades.c.trade_id))
+    .where(_trades.c.trade_id == bindparam("trade_id"))
+    .order_by(_trade_events.c.block_number, _trade_events.c.log_index)
+)
+_TradeEventRow = namedtuple("_TradeEventRow", [c.name for c in _event_columns])  # type: ignore[misc]
+
+
+def get_trade_record(session: Session, trade_id: str) -> TradeRecord | None:
+    """`get_trade` as rows, read in one statement."""
+    rows = session.execute(_TRADE_WITH_EVENTS, {"trade_id": hash32(trade_id, field="trade_id")}).all()
+    if not rows:
+        return None
+    names = [_EVENT_PREFIX + c.name for c in _event_columns]
+    events = [
+        _TradeEventRow(*(mapping[name] for name in names))
+        for mapping in (row._mapping for row in rows)
+        if mapping[_EVENT_PREFIX + "event"] is not None  # the outer join's row of a trade without events
+    ]
+    return TradeRecord(rows[0], events)
+
+
 def list_trades(
     session: Session,
     *,
@@ -74,30 +135,101 @@ def list_trades(
     `delivery_from`/`delivery_to` (UTC Unix seconds) select trades whose delivery window
     [delivery_start, delivery_end) overlaps [delivery_from, delivery_to).
     """
+    statement, params = _trade_list(participant, side, delivery_from, delivery_to, status, limit, cursor)
+    # from_statement maps the columns by name, without adapting the model to the union's alias.
+    rows: Sequence[Trade] = session.scalars(select(Trade).from_statement(statement), params).all()
+    return _trade_page(rows, limit)
+
+
+def list_trade_rows(
+    session: Session,
+    *,
+    participant: str | None = None,
+    side: Literal["seller", "buyer", "any"] = "any",
+    delivery_from: int | None = None,
+    delivery_to: int | None = None,
+    status: TradeStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Row[Any]]:
+    """`list_trades` as rows (the columns of `trades` as attributes), for rendering."""
+    statement, params = _trade_list(participant, side, delivery_from, delivery_to, status, limit, cursor)
+    return _trade_page(session.execute(statement, params).all(), limit)
+
+
+def _trade_page(rows: Sequence[_TradeLike], limit: int) -> Page[_TradeLike]:
+    items = list(rows[:limit])
+    next_cursor = _encode_cursor(items[-1].block_number, items[-1].log_index) if len(rows) > limit else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def _trade_list(
+    participant: str | None,
+    side: str,
+    delivery_from: int | None,
+    delivery_to: int | None,
+    status: TradeStatus | str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement of a page of trades and its parameters; see `list_trades`."""
     if side not in ("seller", "buyer", "any"):
         raise ValidationError("side must be seller, buyer or any", field="side", value=side)
-    statement = select(Trade)
     if delivery_from is not None and delivery_to is not None and delivery_from >= delivery_to:
         raise ValidationError("delivery_to must be after delivery_from", field="delivery_to", value=delivery_to)
-    if delivery_to is not None:
-        statement = statement.where(Trade.delivery_start < delivery_to)
-    if delivery_from is not None:
-        statement = statement.where(Trade.delivery_end > delivery_from)
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit", value=limit)
+    # One row more than asked tells whether another page follows.
+    params: dict[str, Any] = {"delivery_from": delivery_from, "delivery_to": delivery_to, "limit": limit + 1}
     if status is not None:
-        statement = statement.where(Trade.status == _code(TradeStatus, status, "status"))
-    if participant is None:
-        return _page(session, statement, Trade, limit, cursor)
-    address = checksum_address(participant, field="participant")
-    sides: dict[str, list[ColumnElement[bool]]] = {
-        "seller": [Trade.seller == address],
-        "buyer": [Trade.buyer == address],
-        # Not `seller = x OR buyer = x`: no index gives that in chain order, so the database
-        # would read and sort every trade of the participant. Each side reads at most one page
-        # from its (party, block_number, log_index) index; the contract refuses self-trades, so
-        # no trade is on both sides.
-        "any": [Trade.seller == address, Trade.buyer == address],
-    }
-    return _page(session, statement, Trade, limit, cursor, branches=sides[side])
+        params["status"] = _code(TradeStatus, status, "status")
+    if cursor is not None:
+        params["after_block"], params["after_log"] = _decode_cursor(cursor)
+    if participant is not None:
+        params["participant"] = checksum_address(participant, field="participant")
+    statement = _trade_list_statement(
+        side if participant is not None else None,
+        delivery_from is not None,
+        delivery_to is not None,
+        status is not None,
+        cursor is not None,
+    )
+    return statement, params
+
+
+@cache
+def _trade_list_statement(
+    side: str | None, window_from: bool, window_to: bool, by_status: bool, after: bool
+) -> Select[Any]:
+    """The statement for one combination of filters, built once: building it costs more than
+    running it. The values are bound parameters (see `_trade_list`)."""
+    c = _trades.c
+    key = (c.block_number, c.log_index)
+    conditions: list[ColumnElement[bool]] = []
+    if window_to:
+        conditions.append(c.delivery_start < bindparam("delivery_to"))
+    if window_from:
+        conditions.append(c.delivery_end > bindparam("delivery_from"))
+    if by_status:
+        conditions.append(c.status == bindparam("status"))
+    if after:
+        conditions.append(tuple_(*key) > tuple_(bindparam("after_block"), bindparam("after_log")))
+    limit = bindparam("limit", type_=Integer)
+    participant = bindparam("participant", type_=String)
+    statement = select(*c).where(*conditions)
+    if side is None:
+        return statement.order_by(*key).limit(limit)
+    # Not `seller = x OR buyer = x`: no index gives that in chain order, so the database would
+    # read and sort every trade of the participant. Each side reads at most one page from its
+    # (party, block_number, log_index) index; the contract refuses self-trades, so no trade is on
+    # both sides.
+    sides = {"seller": [c.seller], "buyer": [c.buyer], "any": [c.seller, c.buyer]}[side]
+    if len(sides) == 1:
+        return statement.where(sides[0] == participant).order_by(*key).limit(limit)
+    # Each branch in a subquery of its own: SQLite refuses LIMIT on a bare UNION member.
+    pages = [statement.where(party == participant).order_by(*key).limit(limit).subquery() for party in sides]
+    merged = union_all(*(select(page) for page in pages)).subquery()
+    return select(merged).order_by(merged.c.block_number, merged.c.log_index).limit(limit)
 
 
 def participant_status(session: Session, address: str) -> ParticipantStatus | None:
