@@ -12,6 +12,10 @@ it with wrk at 4 and 32 connections:
   list       GET /trades?participant=<random>&limit=50
   window     the same with a 30-day delivery window (deliveryFrom/deliveryTo)
 
+Trades are read as an auditor reads them: with an auditor token issued for the run, each request
+authenticated and appended to the access log before it is answered. The rate limits are off (one
+client with one token is the whole load).
+
 Seeding is deterministic and resumable: it commits chunk by chunk and continues after the rows
 already there. The databases are dropped after a successful run unless --keep is given (an
 interrupted run keeps them, so the next run resumes the seeding).
@@ -39,18 +43,21 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from eth_utils import to_checksum_address
 from sqlalchemy import Engine, delete, func, insert, make_url, select, text
 
+from ledger.auth.scopes import ROLES
 from ledger.chain.node import LocalNode
 from ledger.config import PROJECT_ROOT, Settings
 from ledger.domain.trade import ParticipantKind
 from ledger.domain.units import INTERVAL_SECONDS, to_datetime
+from ledger.services.access import AccessService
 from ledger.services.devstack import deploy
-from ledger.store.db import make_engine, migrate
+from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.models import IndexedBlock, IndexerCheckpoint, Participant, Trade, TradeEvent
 from scripts.bench_record import _free_port
 from scripts.progress import Progress
@@ -71,6 +78,7 @@ WRK_SCRIPT = """
 local paths = {}
 function init(args)
   for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  wrk.headers["Authorization"] = "Bearer " .. args[2]
   math.randomseed(os.time() + tonumber(tostring(paths):match("0x(%x+)") or "0", 16) % 100000)
 end
 function request()
@@ -236,6 +244,17 @@ def drop(database: Database) -> None:
 # --- the service and the load ------------------------------------------------------------------
 
 
+def auditor_token(engine: Engine) -> str:
+    """A fresh auditor token: the reads are measured as an auditor makes them, each one checked
+    and written to the access log."""
+    sessions = make_session_factory(engine)
+    access = AccessService(Settings(_env_file=None), sessions, sessions)  # type: ignore[call-arg]
+    try:
+        return access.issue("bench-auditor", ROLES["auditor"], expires_in=timedelta(days=1)).token
+    finally:
+        access.log.close()
+
+
 @contextmanager
 def service_process(
     rpc_url: str, deployment_file: Path, database: Database, log_path: Path, serve_args: Sequence[str] = ()
@@ -247,6 +266,9 @@ def service_process(
         GRIDLEDGER_RPC_URL=rpc_url,
         GRIDLEDGER_DEPLOYMENT_FILE=str(deployment_file),
         GRIDLEDGER_DATABASE_URL=database.url,
+        # The load comes from one client with one token: the limits would refuse most of it.
+        GRIDLEDGER_RATE_LIMIT_PER_SECOND="0",
+        GRIDLEDGER_TOKEN_RATE_LIMIT_PER_SECOND="0",
     )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -296,11 +318,11 @@ def _latency_ms(output: str, percentile: str) -> float:
 
 
 def run_wrk(
-    base_url: str, script: Path, paths: Path, connections: int, seconds: int
+    base_url: str, script: Path, paths: Path, connections: int, seconds: int, token: str
 ) -> tuple[float, float, float, int]:
     """Requests/s, p50 and p99 (ms), and the count of errors and non-2xx answers."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base_url]
-    output = subprocess.run([*command, "--", str(paths)], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run([*command, "--", str(paths), token], capture_output=True, text=True, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if rps is None:
         raise RuntimeError(f"no Requests/sec in wrk's output:\n{output}")
@@ -336,11 +358,11 @@ def _iso(unix_seconds: int) -> str:
     return to_datetime(unix_seconds).isoformat().replace("+00:00", "Z")
 
 
-def check_paths(base_url: str, paths: dict[str, Path]) -> None:
+def check_paths(base_url: str, paths: dict[str, Path], token: str) -> None:
     """One request of each case, so that a wrong path fails loudly instead of measuring 404s."""
     for case, path in paths.items():
         first = path.read_text().splitlines()[0]
-        answer = httpx.get(base_url + first, timeout=30)
+        answer = httpx.get(base_url + first, timeout=30, headers={"Authorization": f"Bearer {token}"})
         if answer.status_code != 200:
             raise RuntimeError(f"{case}: GET {first} answered {answer.status_code}: {answer.text[:300]}")
         if case in ("list", "window") and not answer.json()["items"]:
@@ -354,16 +376,17 @@ def measure(
     paths: dict[str, Path],
     clients: list[int],
     seconds: int,
+    token: str,
 ) -> list[Result]:
     script = workdir / "random_path.lua"
     script.write_text(WRK_SCRIPT)
-    check_paths(base_url, paths)
+    check_paths(base_url, paths, token)
     for case in ("by id", "list"):  # warm the caches
-        run_wrk(base_url, script, paths[case], 4, 3)
+        run_wrk(base_url, script, paths[case], 4, 3, token)
     results = []
     for connections in clients:
         for case, path in paths.items():
-            rps, p50, p99, errors = run_wrk(base_url, script, path, connections, seconds)
+            rps, p50, p99, errors = run_wrk(base_url, script, path, connections, seconds, token)
             result = Result(database.name, case, connections, rps, p50, p99, errors)
             print(
                 f"  {database.name:8} {case:7} c={connections:<3} {rps:8,.0f} req/s  "
@@ -431,12 +454,13 @@ def main(argv: list[str] | None = None) -> int:
             engine = make_engine(database.url)
             try:
                 seed(engine, args.trades, args.participants)
+                token = auditor_token(engine)
             finally:
                 engine.dispose()
             log_path = args.workdir / f"service-{name}.log"
             serve_args = shlex.split(args.serve_args)
             with service_process(node.rpc_url, settings.deployment_file, database, log_path, serve_args) as base_url:
-                results += measure(database, base_url, args.workdir, paths, args.clients, args.seconds)
+                results += measure(database, base_url, args.workdir, paths, args.clients, args.seconds, token)
             if not args.keep:
                 drop(database)
     report(results, args.trades, args.serve_args)
