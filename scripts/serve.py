@@ -37,7 +37,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from ledger.chain.node import LocalNode
-from ledger.config import PROJECT_ROOT, Settings
+from ledger.config import LOCAL_OPERATOR_TOKEN, PROJECT_ROOT, Settings
 from ledger.errors import LedgerError
 from ledger.services.context import LedgerContext
 from ledger.services.devstack import start_local_chain
@@ -107,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
                 args.port,
                 args.api_processes,
             )
+            # Only the well-known placeholder is ever logged, never a token someone chose.
+            if settings.operator_token.get_secret_value() == LOCAL_OPERATOR_TOKEN:
+                logging.info(
+                    "explorer at http://%s:%d/explorer/; the local operator token %r reads everything "
+                    "(or issue an auditor token: python -m scripts.tokens issue --name me --scopes auditor)",
+                    args.host,
+                    args.port,
+                    LOCAL_OPERATOR_TOKEN,
+                )
             _serve(create_app(settings, service=service), listener, args.access_log)
         except LedgerError as exc:
             print(f"cannot start: {exc}", file=sys.stderr)
