@@ -31,6 +31,7 @@ from ledger.config import Settings
 from ledger.services.access import AccessService
 from ledger.services.context import LedgerContext
 from ledger.services.runtime import LedgerService
+from ledger.store.db import make_engine, make_session_factory
 
 # 1000 signed trades are ~700 KB of JSON; anything far beyond is not a request we serve.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -68,13 +69,20 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
             context = LedgerContext.open(settings)
             running = LedgerService(context)
         app.state.service = running
-        app.state.access = AccessService(settings, running.context.sessions, running.context.read_sessions)
+        log_engine = make_engine(settings.database_url)
+        app.state.access = AccessService(
+            settings,
+            running.context.sessions,
+            running.context.read_sessions,
+            log_sessions=make_session_factory(log_engine),
+        )
         running.start()
         try:
             yield
         finally:
             running.stop()
             app.state.access.log.close()
+            log_engine.dispose()
             if context is not None:
                 context.close()
 

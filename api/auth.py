@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
@@ -39,7 +40,12 @@ _bearer = HTTPBearer(
 _LOGGED = "access_principal"
 
 
-def get_access(request: Request) -> AccessService:
+# The dependencies below are `async def` on purpose: they do no blocking work (a token check
+# that misses the cache goes to the thread pool), and each sync dependency would cost a hop
+# through the thread pool on every request.
+
+
+async def get_access(request: Request) -> AccessService:
     access: AccessService = request.app.state.access
     return access
 
@@ -47,19 +53,22 @@ def get_access(request: Request) -> AccessService:
 AccessDep = Annotated[AccessService, Depends(get_access)]
 
 
-def caller(
+async def caller(
     access: AccessDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     """The caller: the public without a token, 401 for a token that is not valid."""
     if credentials is None:
         return PUBLIC
-    return access.authenticate(credentials.credentials)
+    known = access.cached(credentials.credentials)
+    if known is not None:
+        return known
+    return await run_in_threadpool(access.authenticate, credentials.credentials)
 
 
 CallerDep = Annotated[Principal, Depends(caller)]
 
 
-def reader(request: Request, who: CallerDep) -> Principal:
+async def reader(request: Request, who: CallerDep) -> Principal:
     """A caller with a credential, logged in the access log; routes then narrow what it sees
     with `Principal.sees` / `own_account`."""
     if not who.authenticated:
@@ -74,7 +83,7 @@ ReaderDep = Annotated[Principal, Depends(reader)]
 def require(scope: scopes.Scope) -> Callable[..., Principal]:
     """A dependency: a logged caller holding `scope`, else 401 (no token) or 403."""
 
-    def dependency(who: ReaderDep) -> Principal:
+    async def dependency(who: ReaderDep) -> Principal:
         if not who.holds(scope):
             raise Forbidden(f"this needs a token with the scope {scope}", required_scope=str(scope))
         return who

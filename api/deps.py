@@ -37,7 +37,9 @@ def read_session(service: ServiceDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(read_session)]
+# scope="function": the connection goes back to the pool when the route returns, not after the
+# answer is sent (which waits for the access log's commit).
+SessionDep = Annotated[Session, Depends(read_session, scope="function")]
 
 
 def chain_head(service: LedgerService) -> int | None:

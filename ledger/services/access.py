@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.auth import tokens
@@ -43,6 +43,9 @@ TOKEN_CACHE_ENTRIES = 10_000
 CLOCK_SKEW = timedelta(seconds=60)
 # Entries written per access-log transaction, at most.
 LOG_BATCH = 500
+
+
+OPERATOR = Principal(PrincipalKind.TOKEN, "operator", frozenset(Scope), token_id="operator")
 
 
 @dataclass(frozen=True)
@@ -97,14 +100,19 @@ class AccessService:
         sessions: sessionmaker[Session],
         read_sessions: sessionmaker[Session],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        log_sessions: sessionmaker[Session] | None = None,
     ) -> None:
+        """`log_sessions`: where the access log writes; a service gives it an engine of its own,
+        so that requests holding their connections while they wait for the log never starve it."""
         self._settings = settings
+        self._operator_token = settings.operator_token.get_secret_value().encode()
         self._sessions = sessions
         self._read_sessions = read_sessions
         self._now = now
         self._cache: dict[str, tuple[float, Principal | Exception]] = {}
         self._cache_lock = threading.Lock()
-        self.log = AccessLog(sessions)
+        self.log = AccessLog(log_sessions or sessions)
 
     # --- operator-issued tokens ------------------------------------------------------------------
 
@@ -138,11 +146,22 @@ class AccessService:
 
     # --- authentication ----------------------------------------------------------------------------
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token checked less than TOKEN_CACHE_SECONDS ago, without any I/O;
+        None when `authenticate` must look (or raise)."""
+        if secrets.compare_digest(token.encode(), self._operator_token):
+            return OPERATOR
+        with self._cache_lock:
+            cached = self._cache.get(token)
+        if cached is None or cached[0] < time.monotonic() or isinstance(cached[1], Exception):
+            return None
+        return cached[1]
+
     def authenticate(self, token: str) -> Principal:
         """The principal of a bearer token; InvalidToken, TokenExpired or TokenRevoked otherwise.
         The operator token of the settings is a principal with every scope."""
-        if secrets.compare_digest(token.encode(), self._settings.operator_token.get_secret_value().encode()):
-            return Principal(PrincipalKind.TOKEN, "operator", frozenset(Scope), token_id="operator")
+        if secrets.compare_digest(token.encode(), self._operator_token):
+            return OPERATOR
         now = time.monotonic()
         with self._cache_lock:
             cached = self._cache.get(token)
@@ -347,7 +366,7 @@ class AccessLog:
     def _write(self, batch: list[tuple[AccessRecord, Future[None]]]) -> None:
         try:
             with self._sessions() as session, session.begin():
-                session.add_all([_entry(record) for record, _ in batch])
+                session.execute(insert(AccessLogEntry), [_entry(record) for record, _ in batch])
         except Exception as exc:  # the callers answer 503 instead of the data
             log.exception("could not write %d access-log entries", len(batch))
             for _, done in batch:
@@ -357,19 +376,19 @@ class AccessLog:
             done.set_result(None)
 
 
-def _entry(record: AccessRecord) -> AccessLogEntry:
+def _entry(record: AccessRecord) -> dict[str, object]:
     principal = record.principal
-    return AccessLogEntry(
-        at=record.at,
-        principal_kind=principal.kind,
-        principal=principal.name[:100],
-        token_id=principal.token_id,
-        method=record.method[:8],
-        path=record.path[:512],
-        query=record.query[:1024],
-        status=record.status,
-        client=record.client[:64] if record.client else None,
-    )
+    return {
+        "at": record.at,
+        "principal_kind": principal.kind,
+        "principal": principal.name[:100],
+        "token_id": principal.token_id,
+        "method": record.method[:8],
+        "path": record.path[:512],
+        "query": record.query[:1024],
+        "status": record.status,
+        "client": record.client[:64] if record.client else None,
+    }
 
 
 def _scopes(text: str) -> frozenset[Scope]:
