@@ -31,7 +31,7 @@ from ledger.config import Settings
 from ledger.services.access import AccessService
 from ledger.services.context import LedgerContext
 from ledger.services.runtime import LedgerService
-from ledger.store.db import make_engine, make_session_factory
+from ledger.store.db import make_engine
 
 # 1000 signed trades are ~700 KB of JSON; anything far beyond is not a request we serve.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
             settings,
             running.context.sessions,
             running.context.read_sessions,
-            log_sessions=make_session_factory(log_engine),
+            log_engine=log_engine,
         )
         running.start()
         try:
