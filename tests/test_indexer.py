@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_abi import encode
+from eth_abi import decode, encode
+from eth_abi.exceptions import DecodingError
 from eth_utils import keccak, to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
@@ -46,6 +47,7 @@ from ledger.indexer.decoder import (
     TradeLimitsUpdated,
     TradeRecorded,
     TradeRejected,
+    _word_decoders,
 )
 from ledger.indexer.indexer import Indexer, MissingHistoryError, ReorgBeyondFinalityError, StepResult
 from ledger.indexer.ports import BlockHeader
@@ -799,3 +801,38 @@ def test_json_rpc_log_source_against_a_node(node: Any) -> None:
     with JsonRpcLogSource("http://127.0.0.1:9", timeout_seconds=2) as unreachable, pytest.raises(ChainError) as down:
         unreachable.head_block_number()
     assert down.value.retryable
+
+
+# --- the hand-written word decoders equal eth_abi's ----------------------------------------------
+
+WORD_TYPES = ["address", "bool", "uint8", "uint64", "uint256", "int8", "int256", "int128", "bytes4", "bytes32"]
+
+
+def _words(abi_type: str) -> st.SearchStrategy[bytes]:
+    # Valid encodings, and arbitrary words (mostly invalid padding for narrow types).
+    valid = {
+        "address": st.binary(min_size=20, max_size=20).map(lambda b: encode(["address"], ["0x" + b.hex()])),
+        "bool": st.booleans().map(lambda v: encode(["bool"], [v])),
+        "uint8": st.integers(0, 255).map(lambda v: encode(["uint8"], [v])),
+        "uint64": st.integers(0, 2**64 - 1).map(lambda v: encode(["uint64"], [v])),
+        "uint256": st.integers(0, 2**256 - 1).map(lambda v: encode(["uint256"], [v])),
+        "int8": st.integers(-128, 127).map(lambda v: encode(["int8"], [v])),
+        "int256": st.integers(-(2**255), 2**255 - 1).map(lambda v: encode(["int256"], [v])),
+        "int128": st.integers(-(2**127), 2**127 - 1).map(lambda v: encode(["int128"], [v])),
+        "bytes4": st.binary(min_size=4, max_size=4).map(lambda b: encode(["bytes4"], [b])),
+        "bytes32": st.binary(min_size=32, max_size=32).map(lambda b: encode(["bytes32"], [b])),
+    }[abi_type]
+    return st.one_of(valid, st.binary(min_size=32, max_size=32))
+
+
+@given(st.sampled_from(WORD_TYPES).flatmap(lambda t: st.tuples(st.just(t), _words(t))))
+def test_hand_decoded_words_equal_eth_abi(case: tuple[str, bytes]) -> None:
+    abi_type, word = case
+    (fast,) = _word_decoders([abi_type]) or ()
+    try:
+        (expected,) = decode([abi_type], word, strict=True)
+    except DecodingError:
+        with pytest.raises(DecodingError):
+            fast(word)
+        return
+    assert fast(word) == expected

@@ -338,6 +338,9 @@ class _EventSpec:
     fields: tuple[tuple[str, bool, Convert], ...]
     # When every parameter is static: one decoder per word, topics then data (see module doc).
     word_decoders: tuple[Callable[[ContextFramesBytesIO], Any], ...] | None
+    # When every parameter is one elementary word (address, uintN, intN, bool, bytesN): slices of
+    # the words decoded by hand, which is several times faster than eth_abi's stream decoders.
+    words: tuple[Callable[[bytes], Any], ...] | None
 
 
 def _event_spec(entry: AbiEntry, cls: type[LedgerEvent]) -> _EventSpec:
@@ -357,7 +360,61 @@ def _event_spec(entry: AbiEntry, cls: type[LedgerEvent]) -> _EventSpec:
         data_types=data_types,
         fields=tuple((name, bool(param["indexed"]), f) for name, param, f in zip(names, params, converts, strict=True)),
         word_decoders=None if any(getattr(d, "is_dynamic", False) for d in decoders) else decoders,
+        words=_word_decoders(topic_types + data_types),
     )
+
+
+_ZERO_WORD = bytes(32)
+
+
+def _word_decoders(abi_types: Sequence[str]) -> tuple[Callable[[bytes], Any], ...] | None:
+    decoders = [_word_decoder(abi_type) for abi_type in abi_types]
+    return None if any(d is None for d in decoders) else tuple(d for d in decoders if d is not None)
+
+
+def _word_decoder(abi_type: str) -> Callable[[bytes], Any] | None:
+    """What eth_abi decodes from one 32-byte word of `abi_type` (with its padding checks), or None
+    for a type that is not one elementary word. tests/test_indexer.py checks both agree."""
+    if abi_type == "address":
+
+        def address(word: bytes) -> str:
+            if word[:12] != _ZERO_WORD[:12]:
+                raise DecodingError(f"address word with non-zero padding: 0x{word.hex()}")
+            return "0x" + word[12:].hex()
+
+        return address
+    if abi_type == "bool":
+
+        def boolean(word: bytes) -> bool:
+            if word[:31] != _ZERO_WORD[:31] or word[31] > 1:
+                raise DecodingError(f"bool word that is neither 0 nor 1: 0x{word.hex()}")
+            return word[31] == 1
+
+        return boolean
+    match = re.fullmatch(r"(u?)int(\d*)", abi_type)
+    if match:
+        bits = int(match[2] or 256)
+        signed = match[1] == ""
+        low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+        def integer(word: bytes) -> int:
+            value = int.from_bytes(word, "big", signed=signed)
+            if not low <= value <= high:
+                raise DecodingError(f"{abi_type} word out of range: 0x{word.hex()}")
+            return value
+
+        return integer
+    match = re.fullmatch(r"bytes([1-9]|[12][0-9]|3[0-2])", abi_type)
+    if match:
+        size = int(match[1])
+
+        def fixed_bytes(word: bytes) -> bytes:
+            if word[size:] != _ZERO_WORD[size:]:
+                raise DecodingError(f"{abi_type} word with non-zero padding: 0x{word.hex()}")
+            return word[:size]
+
+        return fixed_bytes
+    return None
 
 
 def _quantity(value: str | int) -> int:
@@ -405,7 +462,13 @@ class LogDecoder:
         if len(topics) != 1 + len(spec.topic_types):
             raise AbiDecodeError(f"{spec.cls.__name__} log with {len(topics)} topics", topics=list(topics))
         try:
-            if spec.word_decoders is None:
+            if spec.words is not None:
+                buffer = b"".join(_bytes(topic) for topic in topics[1:]) + _bytes(log["data"])
+                if len(buffer) != 32 * len(spec.words):
+                    raise DecodingError(f"{len(buffer)} bytes of topics and data, not {32 * len(spec.words)}")
+                values = [decode_word(buffer[32 * i : 32 * i + 32]) for i, decode_word in enumerate(spec.words)]
+                indexed, data = tuple(values[: len(topics) - 1]), tuple(values[len(topics) - 1 :])
+            elif spec.word_decoders is None:
                 indexed = decode(spec.topic_types, b"".join(_bytes(topic) for topic in topics[1:]))
                 data = decode(spec.data_types, _bytes(log["data"]))
             else:
