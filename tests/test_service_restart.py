@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from eth_account import Account
@@ -20,13 +18,7 @@ from ledger.signing.eip712 import trade_id
 from ledger.signing.trader import countersigned
 from ledger.store import outbox, queries
 from tests.support.market import valid_trade
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+from tests.support.service import wait_for
 
 
 def test_a_trade_accepted_before_a_crash_is_recorded_after_the_restart(
@@ -63,8 +55,8 @@ def test_a_trade_accepted_before_a_crash_is_recorded_after_the_restart(
             with sessions() as session:
                 return queries.get_trade(session, accepted.trade_id) is not None
 
-        wait_for(recorded)
-        wait_for(indexed)
+        wait_for(recorded, "the trade recorded after the restart")
+        wait_for(indexed, "the trade indexed after the restart")
         again = second.trading.submit(signed)
         assert (again.submission_id, again.trade_id, again.status) == (
             accepted.submission_id,

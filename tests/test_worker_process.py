@@ -4,8 +4,6 @@ child's workers as its own, including their death."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from eth_account import Account
@@ -22,13 +20,7 @@ from ledger.signing.trader import countersigned
 from ledger.store import outbox, queries
 from ledger.store.db import make_session_factory
 from tests.support.market import valid_trade
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+from tests.support.service import wait_for
 
 
 def test_a_child_process_records_and_indexes_what_the_api_accepts(
@@ -63,7 +55,7 @@ def test_a_child_process_records_and_indexes_what_the_api_accepts(
                 recorded = row is not None and row.status.value == "recorded"
                 return recorded and queries.get_trade_record(session, accepted.trade_id) is not None
 
-        wait_for(recorded_and_indexed)
+        wait_for(recorded_and_indexed, "the trade recorded and indexed by the child", timeout=60)
     finally:
         service.stop()
         service.context.close()
@@ -88,7 +80,7 @@ def test_a_dead_child_is_an_unhealthy_service(anvil: LocalNode, tmp_path: Path) 
         process = workers._process
         assert process is not None
         process.kill()
-        wait_for(lambda: not service.healthy)
+        wait_for(lambda: not service.healthy, "health to see the dead worker")
         assert service.workers == {"relayer": False, "indexer": False}
         assert isinstance(service.failure, WorkerProcessError)
     finally:
