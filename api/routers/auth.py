@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from api.access_schemas import SiweChallengeOut, SiweIn, TokenOut, WhoAmIOut
 from api.auth import AccessDep, CallerDep, ReaderDep
+from api.deps import SettingsDep
 from api.problems import problem_responses
 from api.types import Address
 from ledger.auth.siwe import SiweMessage
@@ -31,11 +32,11 @@ def _domain(request: Request, settings: Settings) -> str:
 def get_siwe_nonce(
     request: Request,
     access: AccessDep,
+    settings: SettingsDep,
     address: Annotated[Address | None, Query(description="to get the whole message to sign back")] = None,
 ) -> SiweChallengeOut:
     """Sign an EIP-4361 message naming this nonce, `domain` and `chainId` and with an
     Expiration Time, then POST it to /auth/siwe within the nonce's lifetime."""
-    settings: Settings = request.app.state.settings
     challenge = access.challenge()
     domain = _domain(request, settings)
     uri = f"{request.url.scheme}://{domain}/"
@@ -69,12 +70,11 @@ def get_siwe_nonce(
     summary="Exchange a signed EIP-4361 message for a trader's token",
     responses=problem_responses(403),
 )
-def sign_in(body: SiweIn, request: Request, access: AccessDep) -> TokenOut:
+def sign_in(body: SiweIn, request: Request, access: AccessDep, settings: SettingsDep) -> TokenOut:
     """422 `siwe_invalid` names the term at fault (`field`: message.nonce, message.domain,
     message.expirationTime, signature, ...); 403 `forbidden` for an address that is not a
     registered participant. The token lasts GRIDLEDGER_TRADER_TOKEN_TTL_SECONDS (15 minutes by
     default), never beyond the message's Expiration Time."""
-    settings: Settings = request.app.state.settings
     return TokenOut.of(access.sign_in(body.message, body.signature, domain=_domain(request, settings)))
 
 

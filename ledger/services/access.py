@@ -239,7 +239,7 @@ class AccessService:
             raise SiweError("the message has expired", field="message.expirationTime")
         if parsed.not_before is not None and parsed.not_before > now + CLOCK_SKEW:
             raise SiweError("the message is not valid yet", field="message.notBefore")
-        with self._sessions() as session:
+        with self._read_sessions() as session:
             if queries.get_participant(session, parsed.address) is None:
                 raise Forbidden(
                     f"{parsed.address} is not a registered participant",
