@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import ServiceDep, SessionDep, chain_head
+from api.deps import ReadsDep, ServiceDep, chain_head
 from api.schemas import HealthOut
 from ledger.errors import LedgerError
 from ledger.store import queries
@@ -19,9 +19,10 @@ router = APIRouter(prefix="/health", tags=["health"])
     summary="Liveness of the node, the index and the relayer/indexer workers",
     responses={503: {"model": HealthOut, "description": "a worker stopped, or the node cannot be reached"}},
 )
-def get_health(service: ServiceDep, session: SessionDep) -> JSONResponse:
-    head = chain_head(service)
-    checkpoint = queries.indexer_checkpoint(session, service.indexer.name)
+async def get_health(service: ServiceDep, reads: ReadsDep) -> JSONResponse:
+    head, checkpoint = await reads(
+        lambda session: (chain_head(service), queries.indexer_checkpoint(session, service.indexer.name))
+    )
     indexed = None if checkpoint is None else checkpoint.block_number
     if head is not None and indexed is not None:
         head = max(head, indexed)  # the head is cached for a second; the index proves it got this far

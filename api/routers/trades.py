@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
+from sqlalchemy import Row
+from sqlalchemy.orm import Session
 
 from api.auth import ReaderDep, own_account, visible
-from api.deps import ServiceDep, SessionDep, chain_head
+from api.deps import ReadsDep, ServiceDep, chain_head
 from api.problems import problem_responses
 from api.schemas import (
     AcceptedOut,
@@ -77,8 +79,8 @@ def submit_trade_batch(body: BatchIn, service: ServiceDep, request: Request) -> 
     summary="List recorded trades, in chain order",
     responses=problem_responses(401, 403),
 )
-def list_trades(
-    session: SessionDep,
+async def list_trades(
+    reads: ReadsDep,
     service: ServiceDep,
     reader: ReaderDep,
     participant: Annotated[Address | None, Query(description="trades where this address is a party")] = None,
@@ -93,17 +95,22 @@ def list_trades(
 ) -> TradePage:
     """Every trade for a token with `trades:read`; a signed-in trader's own trades only (403 for
     `participant` other than itself). The public sees aggregates only: GET /market/intervals."""
-    page = queries.list_trade_rows(
-        session,
-        participant=own_account(reader, Scope.TRADES_READ, participant),
-        side=side,
-        delivery_from=delivery_from,
-        delivery_to=delivery_to,
-        status=None if trade_status is None else TradeStatus(trade_status),
-        limit=limit,
-        cursor=cursor,
-    )
-    head = chain_head(service) if page.items else None
+    account = own_account(reader, Scope.TRADES_READ, participant)
+
+    def read(session: Session) -> tuple[queries.Page[Row[Any]], int | None]:
+        page = queries.list_trade_rows(
+            session,
+            participant=account,
+            side=side,
+            delivery_from=delivery_from,
+            delivery_to=delivery_to,
+            status=None if trade_status is None else TradeStatus(trade_status),
+            limit=limit,
+            cursor=cursor,
+        )
+        return page, chain_head(service) if page.items else None
+
+    page, head = await reads(read)
     return TradePage.of(page.items, page.next_cursor, head)
 
 
@@ -113,16 +120,16 @@ def list_trades(
     summary="A recorded trade: terms, status, provenance and events",
     responses=problem_responses(401, 403, 404),
 )
-def get_trade(trade_id: TradeIdPath, session: SessionDep, service: ServiceDep, reader: ReaderDep) -> TradeOut:
+async def get_trade(trade_id: TradeIdPath, reads: ReadsDep, service: ServiceDep, reader: ReaderDep) -> TradeOut:
     """From the index, which follows the head: a trade appears once its block is indexed, with
     fewer `confirmations` than the service requires until it is final (a reorg may remove it).
     A trader sees its own trades only (404 for others')."""
-    record = queries.get_trade_record(session, trade_id)
+    record, head = await reads(lambda session: (queries.get_trade_record(session, trade_id), chain_head(service)))
     if record is None:
         raise errors.NotFoundError("no such trade in the index", trade_id=trade_id)
     trade = record.trade
     visible(reader, Scope.TRADES_READ, trade.seller, trade.buyer, what="trade in the index", trade_id=trade_id)
-    return TradeOut.from_record(record, chain_head(service))
+    return TradeOut.from_record(record, head)
 
 
 @router.post(
