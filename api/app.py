@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
             context = LedgerContext.open(settings)
             running = LedgerService(context)
         app.state.service = running
-        log_engine = make_engine(settings.database_url)
+        log_engine = make_engine(settings.database_url, flush_commits=settings.access_log_flush)
         app.state.access = AccessService(
             settings,
             running.context.sessions,

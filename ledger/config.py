@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     node_kind: Literal["hardhat", "anvil"] = "hardhat"
     chain_id: int = 31337
     block_time_seconds: float | None = Field(default=1.0, description="interval mining of a managed node")
-    confirmations: int = Field(default=1, ge=0)
+    # Blocks a row needs to be final. Below 256: the service's indexer keeps the last 256 block
+    # hashes to find a fork point, and every non-final block must be among them.
+    confirmations: int = Field(default=1, ge=0, lt=256)
 
     deployment_file: Path = PROJECT_ROOT / "var" / "deployment.json"
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'gridledger.db'}"
@@ -57,6 +59,12 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, ge=1)
     token_rate_limit_per_second: float = Field(default=200.0, ge=0)
     token_rate_limit_burst: int = Field(default=400, ge=1)
+
+    # Every access-log entry is committed before its answer is sent. With this off (the default)
+    # the commit does not also wait for the disk: an entry survives a crash of the service, and
+    # a crash of the machine or the PostgreSQL server may lose the last fraction of a second of
+    # entries (README "Access log"). On, each group commit waits for a disk flush as well.
+    access_log_flush: bool = False
 
     relayer_batch_size: int = Field(default=200, ge=1, le=1000)
     relayer_batch_window_ms: int = Field(default=200, ge=0)

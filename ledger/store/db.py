@@ -44,24 +44,40 @@ def dialect_insert(session: Session) -> Callable[..., Any]:
     return _INSERTS[dialect]
 
 
-def make_engine(url: str | URL) -> Engine:
-    """An engine configured for the ledger: see `_configure_sqlite` for SQLite."""
+def make_engine(url: str | URL, *, flush_commits: bool = True) -> Engine:
+    """An engine configured for the ledger: see `_configure_sqlite` for SQLite.
+
+    `flush_commits=False`: a commit returns once the database has the transaction, without
+    waiting for it to reach the disk (SQLite `synchronous=NORMAL` in WAL mode, PostgreSQL
+    `synchronous_commit=off`). Its rows survive a crash of this process; a crash of the machine
+    (or of the PostgreSQL server) may lose the last commits, never corrupt the database. For
+    high-volume records whose commit is on the request path: the access log."""
     url = make_url(url)
     if url.get_backend_name() == "sqlite":
         _create_parent_folder(url)
         engine = create_engine(url)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, synchronous="FULL" if flush_commits else "NORMAL")
         return engine
-    engine = create_engine(url)
+    options = {} if flush_commits else {"connect_args": {"options": "-c synchronous_commit=off"}}
+    engine = create_engine(url, **options)
     _ping_when_idle(engine)
     return engine
 
 
 def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """Sessions for units of work; `read_only` ones (the API's queries) do not take SQLite's
-    write lock, so reads run beside the relayer's and the indexer's writes."""
+    write lock, so reads run beside the relayer's and the indexer's writes.
+
+    On PostgreSQL a read-only session runs its statements in autocommit: under READ COMMITTED
+    (the default) each statement of a transaction takes its own snapshot anyway, so the BEGIN and
+    the ROLLBACK on return would be two round trips for nothing. A reader that needs one snapshot
+    for several statements asks for REPEATABLE READ on its connection, which begins a transaction
+    (`ledger.services.settlement._one_snapshot`). On SQLite a read transaction is one snapshot."""
     if read_only:
-        engine = engine.execution_options(**{_READ_ONLY: True})
+        options: dict[str, Any] = {_READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        engine = engine.execution_options(**options)
     # expire_on_commit=False: objects returned by a committed unit of work (an outbox row, a
     # page of trades) stay readable after their session ends.
     return sessionmaker(engine, expire_on_commit=False)
@@ -121,7 +137,7 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("a pooled connection did not answer a ping") from exc
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     """WAL, foreign keys, a busy timeout, and transactions that SQLAlchemy (not sqlite3) begins.
 
     Python's sqlite3 module delays BEGIN until the first write, so SELECTs and SAVEPOINTs run
@@ -140,6 +156,8 @@ def _configure_sqlite(engine: Engine) -> None:
             # WAL: a backup or the sqlite3 shell can read while the ledger writes, and commits
             # append to the log instead of rewriting pages.
             cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL (SQLite's default) syncs the log on every commit; see make_engine.
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
