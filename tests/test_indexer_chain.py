@@ -115,5 +115,5 @@ def test_reindexing_from_scratch_gives_the_same_rows(
     catch_up(make_indexer(market, sessions))  # a second process on the same checkpoint: no duplicates
 
     with sessions() as session:
-        page = queries.list_trades(session, participant=seller.address, limit=100)
+        page = queries.list_trade_rows(session, participant=seller.address, limit=100)
     assert len(page.items) == 4

@@ -240,7 +240,7 @@ class Trade(LogProvenance, Base):
     __table_args__ = (
         Index("ix_trades_seller_delivery_start", "seller", "delivery_start"),
         Index("ix_trades_buyer_delivery_start", "buyer", "delivery_start"),
-        # A participant's trades in chain order (queries.list_trades), one page at a time.
+        # A participant's trades in chain order (queries.list_trade_rows), one page at a time.
         Index("ix_trades_seller_block_number_log_index", "seller", "block_number", "log_index"),
         Index("ix_trades_buyer_block_number_log_index", "buyer", "block_number", "log_index"),
         Index("ix_trades_status", "status"),

@@ -118,29 +118,6 @@ def get_trade_record(session: Session, trade_id: str) -> TradeRecord | None:
     return TradeRecord(rows[0], events)
 
 
-def list_trades(
-    session: Session,
-    *,
-    participant: str | None = None,
-    side: Literal["seller", "buyer", "any"] = "any",
-    delivery_from: int | None = None,
-    delivery_to: int | None = None,
-    status: TradeStatus | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> Page[Trade]:
-    """Trades in chain order, without their events.
-
-    `participant` with `side` selects trades where the address sells, buys, or either.
-    `delivery_from`/`delivery_to` (UTC Unix seconds) select trades whose delivery window
-    [delivery_start, delivery_end) overlaps [delivery_from, delivery_to).
-    """
-    statement, params = _trade_list(participant, side, delivery_from, delivery_to, status, limit, cursor)
-    # from_statement maps the columns by name, without adapting the model to the union's alias.
-    rows: Sequence[Trade] = session.scalars(select(Trade).from_statement(statement), params).all()
-    return _trade_page(rows, limit)
-
-
 def list_trade_rows(
     session: Session,
     *,
@@ -152,7 +129,13 @@ def list_trade_rows(
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[Row[Any]]:
-    """`list_trades` as rows (the columns of `trades` as attributes), for rendering."""
+    """Trades in chain order, without their events, as rows (the columns of `trades` as
+    attributes): what the API renders, without ORM objects to build.
+
+    `participant` with `side` selects trades where the address sells, buys, or either.
+    `delivery_from`/`delivery_to` (UTC Unix seconds) select trades whose delivery window
+    [delivery_start, delivery_end) overlaps [delivery_from, delivery_to).
+    """
     statement, params = _trade_list(participant, side, delivery_from, delivery_to, status, limit, cursor)
     return _trade_page(session.execute(statement, params).all(), limit)
 
@@ -172,7 +155,7 @@ def _trade_list(
     limit: int,
     cursor: str | None,
 ) -> tuple[Select[Any], dict[str, Any]]:
-    """The statement of a page of trades and its parameters; see `list_trades`."""
+    """The statement of a page of trades and its parameters; see `list_trade_rows`."""
     if side not in ("seller", "buyer", "any"):
         raise ValidationError("side must be seller, buyer or any", field="side", value=side)
     if delivery_from is not None and delivery_to is not None and delivery_from >= delivery_to:
