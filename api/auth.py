@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -80,7 +80,7 @@ async def reader(request: Request, who: CallerDep) -> Principal:
 ReaderDep = Annotated[Principal, Depends(reader)]
 
 
-def require(scope: scopes.Scope) -> Callable[..., Principal]:
+def require(scope: scopes.Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency: a logged caller holding `scope`, else 401 (no token) or 403."""
 
     async def dependency(who: ReaderDep) -> Principal:

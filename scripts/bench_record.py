@@ -239,8 +239,11 @@ def record_over_http(
     accepted = time.monotonic() - started
     with engine.connect() as db:
         while True:
-            recorded = db.scalar(
-                select(func.count()).select_from(Submission).where(Submission.status == SubmissionStatus.RECORDED)
+            recorded = (
+                db.scalar(
+                    select(func.count()).select_from(Submission).where(Submission.status == SubmissionStatus.RECORDED)
+                )
+                or 0
             )
             if recorded >= len(trades):
                 break

@@ -11,7 +11,13 @@ import sys
 
 from ledger.errors import LedgerError
 from ledger.services.devstack import deploy
-from scripts.settings_flags import CHAIN_FLAGS, SettingsRefused, add_settings_flags, settings_from_flags
+from scripts.settings_flags import (
+    CHAIN_FLAGS,
+    SettingsRefused,
+    add_settings_flags,
+    required_rpc_url,
+    settings_from_flags,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        deployment = deploy(settings, settings.rpc_url)
+        deployment = deploy(settings, required_rpc_url(settings))
     except LedgerError as exc:
         print(f"deployment failed: {exc}", file=sys.stderr)
         return 1

@@ -123,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for _, keep in others:
                 keep.close()  # the API process sees its pipe close and stops
-            for process, _ in others:
-                process.join(30)
-                if process.is_alive():
-                    process.terminate()
+            for api_process, _ in others:
+                api_process.join(30)
+                if api_process.is_alive():
+                    api_process.terminate()
             if node is not None:
                 node.stop()
     return 0

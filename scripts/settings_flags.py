@@ -37,6 +37,13 @@ def settings_from_flags(args: argparse.Namespace, *, needs_rpc: bool = True) -> 
         settings = Settings(**overrides)
     except ValueError as exc:
         raise SettingsRefused(f"invalid settings: {exc}") from exc
-    if needs_rpc and settings.rpc_url is None:
-        raise SettingsRefused("--rpc-url (or GRIDLEDGER_RPC_URL) is required")
+    if needs_rpc:
+        required_rpc_url(settings)
     return settings
+
+
+def required_rpc_url(settings: Settings) -> str:
+    """The node's URL, which commands that talk to a running chain cannot do without."""
+    if settings.rpc_url is None:
+        raise SettingsRefused("--rpc-url (or GRIDLEDGER_RPC_URL) is required")
+    return settings.rpc_url
