@@ -17,6 +17,7 @@ from api.routers import (
     access_log,
     audit,
     auth,
+    chain,
     eip712,
     exports,
     health,
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
         exports,
         auth,
         access_log,
+        chain,
     ):
         app.include_router(module.router)
     explorer.mount(app)

@@ -174,6 +174,13 @@ def test_an_auditor_traces_a_trade_and_verifies_a_line_in_the_browser(api: Runni
         "verdict": "match",
         "checks": [[check["field"], "match"] for check in verification["checks"]],
     }
+    # The recorded event's links: the transaction and its block as the node has them.
+    assert seen["transaction"]["hash"] == f"#/tx/{recorded['transactionHash']}"
+    assert seen["transaction"]["status"] == "succeeded"
+    assert {"logIndex": recorded["logIndex"], "event": "TradeRecorded", "tradeId": market.trade_id} in seen[
+        "transaction"
+    ]["logs"]
+    assert seen["block"] == {"hash": f"#/block/{recorded['blockNumber']}", "blockHash": recorded["blockHash"]}
     # The settled event's line of the retailer: verified in the browser, then by the server.
     line = next(line for line in settled["lines"] if line["account"] == market.r.address)
     line_path = f"{run_id}/lines/{line['account']}/{line['kind']}/{line['ref']}"

@@ -1,7 +1,7 @@
 // The auditors' explorer: hash routes over the JSON API, DOM built without innerHTML. Line proofs are
 // verified here in the browser; "Verify against the chain" asks the server to re-read the chain.
 //   #/trade/<tradeId>   #/participant/<address>[/<runId>]   #/proof/<runId>/<account>/<kind>/<ref>
-//   #/day/<YYYY-MM-DD>
+//   #/day/<YYYY-MM-DD>   #/block/<number>   #/tx/<transactionHash> (the node's own answer, not the index's)
 import { verify } from './merkle.js';
 
 const INTERVAL_SECONDS = 900;
@@ -21,6 +21,8 @@ function h(tag, attrs = {}, ...children) {
 const hash = value => h('span', { class: 'hash' }, value ?? '—');
 const json = (path, label = path) => h('a', { href: path, class: 'hash' }, label);
 const route = (path, label) => h('a', { href: '#' + path }, label);
+const blockLink = number => h('a', { href: `#/block/${number}`, class: 'block-number' }, number);
+const txLink = txHash => h('a', { href: `#/tx/${txHash}`, class: 'tx-hash hash' }, txHash);
 const table = (head, rows) => h('table', {}, h('tr', {}, head.map(c => h('th', {}, c))), rows);
 const fields = pairs => h('table', {}, pairs.map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, v))));
 const num = value => h('td', { class: 'num' }, typeof value === 'number' ? value.toLocaleString('en') : value);
@@ -101,8 +103,8 @@ function eventProvenance(e) {
   if (e.blockNumber === null) return [h('td', { colspan: 2, class: 'muted' }, 'not on chain yet')];
   // A settled event's provenance is the run's commit: its block and transaction, no log index.
   return [
-    h('td', {}, 'block ', h('span', { class: 'block-number' }, e.blockNumber), h('br'), hash(e.blockHash)),
-    h('td', {}, 'tx ', h('span', { class: 'tx-hash hash' }, e.transactionHash), h('br'),
+    h('td', {}, 'block ', blockLink(e.blockNumber), h('br'), hash(e.blockHash)),
+    h('td', {}, 'tx ', txLink(e.transactionHash), h('br'),
       e.logIndex === null ? 'the run\'s commit' : `log ${e.logIndex}`),
   ];
 }
@@ -368,7 +370,7 @@ async function showProof(runId, account, kind, ref) {
         ['leaf (as served)', hash(proof.leafHash)],
         ['proof', h('code', {}, proof.proof.join(' '))],
         ['root of the run', [hash(run.root), ` (${run.status}, version ${run.version})`]],
-        ['committed by', [hash(proof.transactionHash), proof.blockNumber ? ` in block ${proof.blockNumber}` : '']],
+        ['committed by', proof.transactionHash ? [txLink(proof.transactionHash), ' in block ', blockLink(proof.blockNumber)] : '—'],
         ['contract', [hash(proof.contractAddress), ` on chain ${proof.chainId}: verifyLine(runId, …values[1:], proof)`]],
       ]),
     ),
@@ -478,7 +480,66 @@ async function showDay(day) {
 
 // --- router --------------------------------------------------------------------------------------
 
+// --- the chain's own answer ----------------------------------------------------------------------
+
+async function showBlock(number) {
+  const path = `/chain/blocks/${number}`;
+  const block = await api(path);
+  show(
+    h('h2', {}, `Block ${block.number}`),
+    h('p', { class: 'muted' }, 'As the node has it now, not as the index stored it: compare the hash with a provenance\'s block hash.'),
+    h('p', {}, 'JSON: ', json(path)),
+    fields([
+      ['hash', h('span', { id: 'block-hash', class: 'hash' }, block.hash)],
+      ['parent', block.number > 0 ? [blockLink(block.number - 1), h('br'), hash(block.parentHash)] : hash(block.parentHash)],
+      ['time', block.timestamp],
+      ['confirmations', `${block.confirmations} (${block.final ? 'final' : 'not final yet'})`],
+    ]),
+    h('h3', {}, `${block.transactionHashes.length} transaction(s)`),
+    h('ul', {}, block.transactionHashes.map(txHash => h('li', {}, txLink(txHash)))),
+  );
+}
+
+const argValue = value => (value !== null && typeof value === 'object' ? JSON.stringify(value) : String(value));
+
+async function showTransaction(txHash) {
+  const path = `/chain/transactions/${txHash}`;
+  const tx = await api(path);
+  show(
+    h('h2', {}, 'Transaction ', hash(tx.hash)),
+    h('p', { class: 'muted' }, 'Read from the node, logs decoded with the contracts\' ABI (integers as decimal strings).'),
+    h('p', {}, 'JSON: ', json(path)),
+    fields([
+      ['block', [blockLink(tx.blockNumber), h('br'), hash(tx.blockHash)]],
+      ['time', tx.blockTime],
+      ['from', hash(tx.from)],
+      ['to', [hash(tx.to), tx.contract ? ` (${tx.contract})` : '']],
+      ['status', h('span', { id: 'tx-status' }, tx.succeeded ? 'succeeded' : 'reverted')],
+      ['gas used', tx.gasUsed.toLocaleString('en')],
+      ['confirmations', `${tx.confirmations} (${tx.final ? 'final' : 'not final yet'})`],
+    ]),
+    h('h3', {}, `${tx.logs.length} log(s)`),
+    table(
+      ['log', 'contract', 'event', 'arguments'],
+      tx.logs.map(log =>
+        h(
+          'tr',
+          { 'data-log-index': log.logIndex, 'data-event': log.event ?? '' },
+          num(log.logIndex),
+          h('td', {}, log.contract ?? hash(log.address)),
+          h('td', {}, log.event ?? 'not decoded'),
+          h('td', {}, log.event
+            ? fields(Object.entries(log.args).map(([name, value]) => [name, h('span', { 'data-arg': name, class: 'hash' }, argValue(value))]))
+            : h('code', {}, [...log.topics, log.data].join(' '))),
+        ),
+      ),
+    ),
+  );
+}
+
 const routes = [
+  [/^#\/block\/(\d+)$/, showBlock],
+  [/^#\/tx\/(0x[0-9a-fA-F]{64})$/, showTransaction],
   [/^#\/trade\/(0x[0-9a-fA-F]{64})$/, showTrade],
   [/^#\/participant\/(0x[0-9a-fA-F]{40})(?:\/(0x[0-9a-fA-F]{64}))?$/, showParticipant],
   [/^#\/trades-of\/(0x[0-9a-fA-F]{40})$/, showTradesOf],

@@ -92,6 +92,25 @@ async function main() {
     out.tradeVerification = await serverVerification(page);
     await snap(page, input, 'trade-verified');
 
+    // The recorded event's transaction link: the node's own answer, logs decoded; then its block.
+    await page.click('#timeline li[data-event="recorded"] a.tx-hash');
+    await page.waitForSelector('#tx-status');
+    out.transaction = {
+      hash: new URL(page.url()).hash,
+      status: await page.textContent('#tx-status'),
+      logs: await page.$$eval('tr[data-log-index]', rows => rows.map(row => ({
+        logIndex: Number(row.dataset.logIndex),
+        event: row.dataset.event,
+        tradeId: row.querySelector('[data-arg="tradeId"]')?.textContent ?? null,
+      }))),
+    };
+    await snap(page, input, 'transaction');
+    await page.click('a.block-number');
+    out.block = { hash: new URL(page.url()).hash, blockHash: await (await page.waitForSelector('#block-hash')).textContent() };
+    await page.fill('#query', input.tradeId);
+    await page.click('#search button');
+    await page.waitForSelector('#timeline li');
+
     // From the settled event to the account's trade line: verified in the page, then by the server.
     await page.click(`#timeline li[data-event="settled"] tr[data-account="${input.account}"][data-kind="trade"] a[data-line-proof]`);
     out.settledLine = { hash: null, browser: await verdict(page) };
