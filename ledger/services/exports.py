@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.domain.settlement import LineKind
 from ledger.domain.units import INTERVAL_SECONDS, to_datetime
 from ledger.errors import NotFoundError, ValidationError
+from ledger.store.db import begin_read_transaction
 from ledger.store.metering_models import MeterReadingRow, ReadingBatchRow
 from ledger.store.models import Trade, checksum_address, hash32
 from ledger.store.settlement_models import RunStatus, SettlementRun, StatementLine
@@ -276,6 +277,7 @@ class ExportService:
         self, query: Executable, row: Callable[[Sequence[Any]], tuple[Value, ...]]
     ) -> Iterator[tuple[Value, ...]]:
         with self._sessions() as session:
+            begin_read_transaction(session)
             result = session.execute(query.execution_options(yield_per=self._chunk_rows))
             try:
                 for record in result:

@@ -72,7 +72,8 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
     (the default) each statement of a transaction takes its own snapshot anyway, so the BEGIN and
     the ROLLBACK on return would be two round trips for nothing. A reader that needs one snapshot
     for several statements asks for REPEATABLE READ on its connection, which begins a transaction
-    (`ledger.services.settlement._one_snapshot`). On SQLite a read transaction is one snapshot."""
+    (`ledger.services.settlement._one_snapshot`), and so does a server-side cursor
+    (`begin_read_transaction`). On SQLite a read transaction is one snapshot."""
     if read_only:
         options: dict[str, Any] = {_READ_ONLY: True}
         if engine.dialect.name == "postgresql":
@@ -81,6 +82,13 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
     # expire_on_commit=False: objects returned by a committed unit of work (an outbox row, a
     # page of trades) stay readable after their session ends.
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def begin_read_transaction(session: Session) -> None:
+    """Reads of `session` from here on run in one transaction, also on a PostgreSQL read session
+    (autocommit, see make_session_factory): a server-side cursor (`yield_per`) lives in one."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "READ COMMITTED"})
 
 
 def migrate(target: str | URL | Engine) -> None:
