@@ -1,0 +1,260 @@
+"""The services' own records of their transactions after a reorg, on a real anvil and both
+databases: a reading batch, a settlement run's commit, a dispute's opening and resolution, and a
+relayed trade whose block a reorg replaced are moved to where their transaction was mined again,
+unconfirmed while it waits in the mempool, or returned to where their service retries them when
+it is gone; retrying commits nothing twice. `scripts/verify_index.py` reports the stale record
+before the repair and nothing after it. `decide` (the rule) is checked on its own first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from eth_utils import keccak
+
+from ledger.chain.node import LocalNode
+from ledger.domain.settlement import LineKind, MeterReading
+from ledger.domain.trade import ParticipantKind
+from ledger.domain.units import ZERO_ID
+from ledger.services import metering as metering_module
+from ledger.services import settlement as settlement_module
+from ledger.services.reconcile import Fate, Location, Repair, decide
+from ledger.services.settlement import RunAction
+from ledger.services.verification import DifferenceKind
+from ledger.signing.disputes import sign_dispute
+from ledger.store.metering_models import BatchStatus, ReadingBatchRow
+from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
+from tests.support.reorg import about, block_number_of, differences, index_through_reorg, move_into_next_block
+from tests.support.settled_world import finalize, world_with
+from tests.test_settlement_service import World, two_intervals
+
+CONFIRMATIONS = 3
+TX, OTHER_TX = "0x" + "aa" * 32, "0x" + "bb" * 32
+HERE = Location(TX, 10)
+
+
+# --- the rule ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fate", list(Fate))
+def test_a_record_follows_its_effect_wherever_the_chain_has_it(fate: Fate) -> None:
+    assert decide(HERE, Location(TX, 10), fate) is Repair.KEEP
+    assert decide(HERE, Location(TX, 12), fate) is Repair.MOVE  # mined again later
+    assert decide(HERE, Location(OTHER_TX, 11), fate) is Repair.MOVE  # a resend of ours won
+    assert decide(None, Location(TX, 12), fate) is Repair.MOVE  # an unconfirmed record, mined now
+
+
+def test_without_its_effect_a_record_waits_for_a_pending_transaction_or_is_retried() -> None:
+    assert decide(HERE, None, Fate.PENDING) is Repair.UNCONFIRM
+    assert decide(None, None, Fate.PENDING) is Repair.KEEP  # still waiting
+    for gone in (Fate.GONE, Fate.REVERTED, Fate.MINED):  # mined without the effect: it is gone too
+        assert decide(HERE, None, gone) is Repair.RESET
+        assert decide(None, None, gone) is Repair.RESET
+
+
+def test_a_block_hash_and_an_outcome_count_where_the_record_keeps_them() -> None:
+    assert Location(TX, 10, "0x01").same_as(Location(TX, 10, "0x01"))
+    assert not Location(TX, 10, "0x01").same_as(Location(TX, 10, "0x02"))  # the same height, replaced
+    assert Location(TX, 10).same_as(Location(TX, 10, "0x02"))  # the record keeps no hash
+    assert not Location(TX, 10, outcome="recorded").same_as(Location(TX, 10, outcome="rejected"))
+
+
+# --- on a chain --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def world(anvil: LocalNode, database_url: str, tmp_path: Path) -> World:
+    with world_with(anvil.rpc_url, database_url, tmp_path, confirmations=CONFIRMATIONS) as created:
+        yield created  # type: ignore[misc]
+
+
+def commit_logs(world: World, contract: str, signature: str, key: str) -> list[dict[str, str]]:
+    address = world.context.deployment.contracts[contract].address
+    topic = "0x" + keccak(text=signature).hex()
+    return list(
+        world.rpc.call(
+            "eth_getLogs", {"address": address, "fromBlock": "0x0", "toBlock": "latest", "topics": [topic, key]}
+        )
+    )
+
+
+def batch_row(world: World, batch_id: str) -> ReadingBatchRow:
+    with world.context.sessions() as session:
+        row = session.get(ReadingBatchRow, batch_id)
+        assert row is not None
+        return row
+
+
+def test_a_reading_batch_moves_waits_and_is_committed_again_once(world: World) -> None:
+    g = world.participant(ParticipantKind.GENERATOR)
+    start, _ = world.future_period(1)
+    readings = [MeterReading(g.address, start, 1_000, 0)]
+    first = world.metering.import_readings(readings, source="test")
+    batch_id, tx = first.batch_id, first.transaction_hash
+    assert tx is not None
+    world.index()
+
+    # (a) mined again in the next block: the record moves there.
+    moved_to = move_into_next_block(world, tx)
+    fork = index_through_reorg(world)
+    stale = about(differences(world), "reading_batches")
+    assert [(d.kind, d.field, d.chain_value, d.index_value) for d in stale] == [
+        (DifferenceKind.CONTENT, "block_number", moved_to, moved_to - 1)
+    ]
+    world.ledger.reconciler.after_rollback(fork)
+    row = batch_row(world, batch_id)
+    assert (row.status, row.transaction_hash, row.block_number) == (BatchStatus.COMMITTED, tx, moved_to)
+    assert differences(world) == []
+
+    # (b) dropped, then back in the mempool: prepared with its transaction until it is mined.
+    raw = world.rpc.call("eth_getRawTransactionByHash", tx)
+    world.rpc.call("anvil_reorg", 1, [])
+    fork = index_through_reorg(world)
+    stale = about(differences(world), "reading_batches")
+    assert [(d.field, d.detail) for d in stale] == [("status", "committed here, not on chain")]
+    world.rpc.call("evm_setAutomine", False)
+    try:
+        world.rpc.call("eth_sendRawTransaction", raw)
+        world.ledger.reconciler.after_rollback(fork)
+        row = batch_row(world, batch_id)
+        assert (row.status, row.transaction_hash, row.block_number) == (BatchStatus.PREPARED, tx, None)
+        assert differences(world) == []
+        world.rpc.call("evm_mine")
+    finally:
+        world.rpc.call("evm_setAutomine", True)
+    world.index()
+    report = world.ledger.reconciler.reconcile(None)  # the follow-up of unconfirmed records
+    assert [r.repair for r in report.repaired] == [Repair.MOVE]
+    row = batch_row(world, batch_id)
+    assert (row.status, row.transaction_hash, row.block_number) == (
+        BatchStatus.COMMITTED,
+        tx,
+        block_number_of(world, tx),
+    )
+
+    # (c) dropped for good: prepared; importing it again commits it, once.
+    world.rpc.call("anvil_reorg", 1, [])
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    row = batch_row(world, batch_id)
+    assert (row.status, row.transaction_hash, row.block_number) == (BatchStatus.PREPARED, None, None)
+    assert commit_logs(world, "MeterData", READING_COMMITTED, batch_id) == []
+    again = world.metering.import_readings(readings, source="test")
+    assert (again.batch_id, again.outcome, again.status) == (batch_id, "resumed", BatchStatus.COMMITTED)
+    assert world.metering.import_readings(readings, source="test").outcome == "existing"
+    assert len(commit_logs(world, "MeterData", READING_COMMITTED, batch_id)) == 1
+    world.index()
+    assert differences(world) == []
+
+
+READING_COMMITTED = metering_module.READINGS.event
+
+
+def run_row(world: World, run_id: str) -> SettlementRun:
+    with world.context.sessions() as session:
+        row = session.get(SettlementRun, run_id)
+        assert row is not None
+        return row
+
+
+def dispute_row(world: World, dispute_id: str) -> Dispute:
+    with world.context.sessions() as session:
+        row = session.get(Dispute, dispute_id)
+        assert row is not None
+        return row
+
+
+def test_a_run_commit_moves_with_its_block_and_once_dropped_is_committed_again_never_twice(world: World) -> None:
+    market = two_intervals(world)
+    start, end = market.period
+    finalize(world)
+    run = world.settlement.execute(start, end).run
+    tx = run.transaction_hash
+    assert tx is not None
+    world.index()
+
+    moved_to = move_into_next_block(world, tx)
+    fork = index_through_reorg(world)
+    stale = about(differences(world), "settlement_runs")
+    assert [(d.field, d.chain_value, d.index_value) for d in stale] == [("block_number", moved_to, moved_to - 1)]
+    world.ledger.reconciler.after_rollback(fork)
+    row = run_row(world, run.run_id)
+    block = world.rpc.call("eth_getBlockByNumber", hex(moved_to), False)
+    assert (row.status, row.transaction_hash, row.block_number) == (RunStatus.COMMITTED, tx, moved_to)
+    assert (row.block_hash, row.committed_at) == (block["hash"], int(block["timestamp"], 16))
+    assert row.dispute_window_ends == world.context.settler.run(run.run_id).dispute_window_ends
+    assert differences(world) == []
+
+    world.rpc.call("anvil_reorg", 1, [])
+    fork = index_through_reorg(world)
+    stale = about(differences(world), "settlement_runs")
+    assert [(d.field, d.detail) for d in stale] == [("status", "committed here, not on chain")]
+    world.ledger.reconciler.after_rollback(fork)
+    row = run_row(world, run.run_id)
+    assert (row.status, row.transaction_hash, row.block_number, row.committed_at) == (
+        RunStatus.COMPUTED,
+        None,
+        None,
+        None,
+    )
+    assert differences(world) == []
+
+    outcome = world.settlement.execute(start, end)
+    assert (outcome.action, outcome.run.run_id, outcome.run.status) == (
+        RunAction.RESUMED,
+        run.run_id,
+        RunStatus.COMMITTED,
+    )
+    assert world.settlement.execute(start, end).action is RunAction.UNCHANGED
+    assert len(world.commit_logs(run.run_id)) == 1
+    assert world.context.settler.latest_version(start, end) == 1
+    world.index()
+    assert differences(world) == []
+
+
+def test_a_dropped_dispute_is_relayed_again_and_a_dropped_resolution_reopens_it(world: World) -> None:
+    market = two_intervals(world)
+    start, end = market.period
+    finalize(world)
+    run = world.settlement.execute(start, end).run
+    account = market.r
+    line = world.settlement.line_proof(run.run_id, account.address, int(LineKind.TOTAL), ZERO_ID).line
+    reason = "the second interval is missing"
+    deadline = world.now() + 3600
+    reason_hash = "0x" + keccak(text=reason).hex()
+    signature = sign_dispute(account, world.context.settlement_operator.domain, line, reason_hash, deadline)
+    opened = world.settlement.open_dispute(
+        run.run_id, account.address, int(LineKind.TOTAL), ZERO_ID, reason, deadline, signature
+    )
+    dispute_id = opened.dispute_id
+    world.index()
+
+    world.rpc.call("anvil_reorg", 1, [])
+    fork = index_through_reorg(world)
+    stale = about(differences(world), "disputes")
+    assert [(d.field, d.detail) for d in stale] == [("status", "opened here, not on chain")]
+    world.ledger.reconciler.after_rollback(fork)  # relays the account's signed dispute again
+    row = dispute_row(world, dispute_id)
+    # The same signed transaction, byte for byte, when the operator's nonce and fees are unchanged.
+    assert row.status is DisputeStatus.OPEN and row.opened_block_number > opened.opened_block_number
+    assert row.opened_block_number == block_number_of(world, row.opened_transaction_hash)
+    assert len(commit_logs(world, "Settlement", settlement_module.DISPUTE_OPENED, dispute_id)) == 1
+    world.index()
+    assert differences(world) == []
+
+    resolution = "it is estimated, as the rules say"
+    world.settlement.resolve_dispute(dispute_id, False, resolution)
+    world.index()
+    world.rpc.call("anvil_reorg", 1, [])
+    fork = index_through_reorg(world)
+    stale = about(differences(world), "disputes")
+    assert [(d.field, d.chain_value, d.index_value) for d in stale] == [("status", "open", "rejected")]
+    world.ledger.reconciler.after_rollback(fork)
+    row = dispute_row(world, dispute_id)
+    assert (row.status, row.resolution, row.resolved_transaction_hash) == (DisputeStatus.OPEN, None, None)
+    assert differences(world) == []
+
+    resolved = world.settlement.resolve_dispute(dispute_id, False, resolution)
+    assert resolved.status is DisputeStatus.REJECTED
+    assert len(commit_logs(world, "Settlement", settlement_module.DISPUTE_RESOLVED, dispute_id)) == 1
+    world.index()
+    assert differences(world) == []
