@@ -24,6 +24,7 @@ from ledger.services.verification import DifferenceKind
 from ledger.signing.disputes import sign_dispute
 from ledger.store.metering_models import BatchStatus, ReadingBatchRow
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
+from scripts import verify_index
 from tests.support.reorg import about, block_number_of, differences, index_through_reorg, move_into_next_block
 from tests.support.settled_world import finalize, world_with
 from tests.test_settlement_service import World, two_intervals
@@ -174,8 +175,8 @@ def test_a_run_commit_moves_with_its_block_and_once_dropped_is_committed_again_n
 
     moved_to = move_into_next_block(world, tx)
     fork = index_through_reorg(world)
-    stale = about(differences(world), "settlement_runs")
-    assert [(d.field, d.chain_value, d.index_value) for d in stale] == [("block_number", moved_to, moved_to - 1)]
+    stale = {d.field: (d.chain_value, d.index_value) for d in about(differences(world), "settlement_runs")}
+    assert stale.keys() == {"block_hash", "block_number"} and stale["block_number"] == (moved_to, moved_to - 1)
     world.ledger.reconciler.after_rollback(fork)
     row = run_row(world, run.run_id)
     block = world.rpc.call("eth_getBlockByNumber", hex(moved_to), False)
@@ -258,3 +259,27 @@ def test_a_dropped_dispute_is_relayed_again_and_a_dropped_resolution_reopens_it(
     assert len(commit_logs(world, "Settlement", settlement_module.DISPUTE_RESOLVED, dispute_id)) == 1
     world.index()
     assert differences(world) == []
+
+
+def test_verify_index_repairs_a_stale_record_on_demand(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reorg the service did not see (its indexer rolled back, it stopped before repairing)."""
+    g = world.participant(ParticipantKind.GENERATOR)
+    start, _ = world.future_period(1)
+    batch_id = world.metering.import_readings([MeterReading(g.address, start, 1_000, 0)], source="test").batch_id
+    world.index()
+    world.rpc.call("anvil_reorg", 1, [])
+    index_through_reorg(world)
+    settings = world.context.settings
+    flags = ["--rpc-url", world.context.rpc.url, "--chain-id", str(settings.chain_id)]
+    flags += ["--deployment-file", str(settings.deployment_file), "--database-url", settings.database_url]
+
+    assert verify_index.main(flags) == 1
+    assert f"content: reading_batches {batch_id} status: committed here, not on chain" in capsys.readouterr().out
+
+    assert verify_index.main([*flags, "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert f"repaired: reading_batches {batch_id}: reset" in out
+    assert out.rstrip().endswith("the index equals the chain")
+    assert batch_row(world, batch_id).status is BatchStatus.PREPARED
