@@ -15,7 +15,7 @@ from eth_utils import keccak
 from ledger.chain.node import LocalNode
 from ledger.domain.settlement import LineKind, MeterReading
 from ledger.domain.trade import ParticipantKind
-from ledger.domain.units import ZERO_ID
+from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
 from ledger.services import metering as metering_module
 from ledger.services import settlement as settlement_module
 from ledger.services.reconcile import Fate, Location, Repair, decide
@@ -283,3 +283,37 @@ def test_verify_index_repairs_a_stale_record_on_demand(
     assert f"repaired: reading_batches {batch_id}: reset" in out
     assert out.rstrip().endswith("the index equals the chain")
     assert batch_row(world, batch_id).status is BatchStatus.PREPARED
+
+
+def test_a_dropped_second_version_makes_the_first_current_again_until_it_is_committed_again(world: World) -> None:
+    """Repaired at start-up, as by a service that restarts after the rollback."""
+    market = two_intervals(world)
+    start, end = market.period
+    finalize(world)
+    first = world.settlement.execute(start, end).run
+    world.readings(MeterReading(market.r.address, start + INTERVAL_SECONDS, 0, 380_000))  # the missing reading
+    finalize(world)
+    second = world.settlement.execute(start, end).run
+    assert second.version == 2
+    world.index()
+
+    world.rpc.call("anvil_reorg", 1, [])
+    index_through_reorg(world)
+    world.ledger.reconciler.at_start()
+    assert (run_row(world, second.run_id).status, run_row(world, first.run_id).status) == (
+        RunStatus.COMPUTED,
+        RunStatus.COMMITTED,
+    )
+    assert run_row(world, first.run_id).superseded_by is None
+    assert differences(world) == []
+
+    outcome = world.settlement.execute(start, end)
+    assert (outcome.action, outcome.run.run_id, outcome.run.version) == (RunAction.RESUMED, second.run_id, 2)
+    assert (run_row(world, first.run_id).status, run_row(world, first.run_id).superseded_by) == (
+        RunStatus.SUPERSEDED,
+        second.run_id,
+    )
+    assert len(world.commit_logs(second.run_id)) == 1
+    assert world.context.settler.latest_version(start, end) == 2
+    world.index()
+    assert differences(world) == []
