@@ -11,18 +11,22 @@ from pathlib import Path
 
 import pytest
 from eth_utils import keccak
+from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.chain.node import LocalNode
 from ledger.domain.settlement import LineKind, MeterReading
 from ledger.domain.trade import ParticipantKind
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
+from ledger.errors import ConflictError
 from ledger.services import metering as metering_module
 from ledger.services import settlement as settlement_module
 from ledger.services.reconcile import Fate, Location, Repair, decide
 from ledger.services.settlement import RunAction
 from ledger.services.verification import DifferenceKind
 from ledger.signing.disputes import sign_dispute
+from ledger.store import outbox
 from ledger.store.metering_models import BatchStatus, ReadingBatchRow
+from ledger.store.models import SubmissionStatus
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
 from scripts import verify_index
 from tests.support.reorg import about, block_number_of, differences, index_through_reorg, move_into_next_block
@@ -58,6 +62,27 @@ def test_a_block_hash_and_an_outcome_count_where_the_record_keeps_them() -> None
     assert not Location(TX, 10, "0x01").same_as(Location(TX, 10, "0x02"))  # the same height, replaced
     assert Location(TX, 10).same_as(Location(TX, 10, "0x02"))  # the record keeps no hash
     assert not Location(TX, 10, outcome="recorded").same_as(Location(TX, 10, outcome="rejected"))
+
+
+def test_a_submission_is_relocated_unconfirmed_and_reopened(store_session_factory: sessionmaker[Session]) -> None:
+    trade_id = "0x" + "cc" * 32
+    with store_session_factory.begin() as session:
+        submission, _ = outbox.add_submission(session, trade_id, {"trade": "signed"})
+        outbox.mark_pending(session, [submission.id], TX)
+        outbox.mark_recorded(session, [trade_id], TX, 10)
+
+        # Re-executed in another order: rejected now, by the same transaction in a later block.
+        outbox.relocate(session, trade_id, SubmissionStatus.REJECTED, TX, 12, ("DuplicateTrade", "recorded already"))
+        row = outbox.get_submission_by_trade(session, trade_id)
+        assert row is not None
+        assert (row.status, row.block_number, row.error_code) == (SubmissionStatus.REJECTED, 12, "DuplicateTrade")
+
+        outbox.unconfirm(session, [trade_id], TX)
+        assert (row.status, row.transaction_hash, row.block_number) == (SubmissionStatus.PENDING, TX, None)
+        outbox.reopen(session, [trade_id])
+        assert (row.status, row.transaction_hash, row.attempts) == (SubmissionStatus.ACCEPTED, None, 0)
+        with pytest.raises(ConflictError):
+            outbox.unconfirm(session, [trade_id], TX)  # an accepted trade has no transaction to wait for
 
 
 # --- on a chain --------------------------------------------------------------------------------
@@ -124,8 +149,7 @@ def test_a_reading_batch_moves_waits_and_is_committed_again_once(world: World) -
     finally:
         world.rpc.call("evm_setAutomine", True)
     world.index()
-    report = world.ledger.reconciler.reconcile(None)  # the follow-up of unconfirmed records
-    assert [r.repair for r in report.repaired] == [Repair.MOVE]
+    world.ledger.reconciler.reconcile(None)  # what the follow-up of unconfirmed records runs
     row = batch_row(world, batch_id)
     assert (row.status, row.transaction_hash, row.block_number) == (
         BatchStatus.COMMITTED,
