@@ -7,6 +7,8 @@ before the repair and nothing after it. `decide` (the rule) is checked on its ow
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -339,5 +341,76 @@ def test_a_dropped_second_version_makes_the_first_current_again_until_it_is_comm
     )
     assert len(world.commit_logs(second.run_id)) == 1
     assert world.context.settler.latest_version(start, end) == 2
+    world.index()
+    assert differences(world) == []
+
+
+def test_a_dispute_re_executed_before_its_run_reverts_and_is_relayed_once_the_run_is_committed_again(
+    world: World,
+) -> None:
+    market = two_intervals(world)
+    start, end = market.period
+    finalize(world)
+    run = world.settlement.execute(start, end).run
+    account = market.r
+    line = world.settlement.line_proof(run.run_id, account.address, int(LineKind.TOTAL), ZERO_ID).line
+    reason, deadline = "the second interval is missing", world.now() + 3600
+    reason_hash = "0x" + keccak(text=reason).hex()
+    signature = sign_dispute(account, world.context.settlement_operator.domain, line, reason_hash, deadline)
+    opened = world.settlement.open_dispute(
+        run.run_id, account.address, int(LineKind.TOTAL), ZERO_ID, reason, deadline, signature
+    )
+    world.index()
+
+    # The run's block and the dispute's are replaced; only the dispute is mined again, first: it reverts.
+    assert opened.opened_block_number == run.block_number + 1 == int(world.rpc.call("eth_blockNumber"), 16)
+    raw = world.rpc.call("eth_getRawTransactionByHash", opened.opened_transaction_hash)
+    world.rpc.call("anvil_reorg", 2, [[raw, 0]])
+    assert world.rpc.call("eth_getTransactionReceipt", opened.opened_transaction_hash)["status"] == "0x0"
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    assert run_row(world, run.run_id).status is RunStatus.COMPUTED
+    stale = about(differences(world), "disputes")
+    assert [(d.field, d.detail) for d in stale] == [("status", "opened here, not on chain")]
+
+    assert world.settlement.execute(start, end).action is RunAction.RESUMED
+    world.ledger.reconciler.reconcile(None)  # what the follow-up runs: the run is back, so is the dispute
+    row = dispute_row(world, opened.dispute_id)
+    assert row.opened_transaction_hash != opened.opened_transaction_hash
+    assert row.opened_block_number == block_number_of(world, row.opened_transaction_hash)
+    assert len(commit_logs(world, "Settlement", settlement_module.DISPUTE_OPENED, opened.dispute_id)) == 1
+    world.index()
+    assert differences(world) == []
+
+
+def test_an_import_waits_for_its_commit_back_in_the_mempool_rather_than_send_another(world: World) -> None:
+    g = world.participant(ParticipantKind.GENERATOR)
+    start, _ = world.future_period(1)
+    readings = [MeterReading(g.address, start, 1_000, 0)]
+    first = world.metering.import_readings(readings, source="test")
+    tx = first.transaction_hash
+    assert tx is not None
+    world.index()
+    raw = world.rpc.call("eth_getRawTransactionByHash", tx)
+    nonce = int(world.rpc.call("eth_getTransactionByHash", tx)["nonce"], 16)
+    oracle = world.context.meter_oracle.sender.address
+
+    world.rpc.call("anvil_reorg", 1, [])
+    fork = index_through_reorg(world)
+    world.rpc.call("evm_setAutomine", False)
+    try:
+        world.rpc.call("eth_sendRawTransaction", raw)
+        world.ledger.reconciler.after_rollback(fork)
+        row = batch_row(world, first.batch_id)
+        assert (row.status, row.transaction_hash) == (BatchStatus.PREPARED, tx)
+        with ThreadPoolExecutor(1) as pool:
+            importing = pool.submit(world.metering.import_readings, readings, source="test")
+            time.sleep(1.0)  # the import finds the batch prepared, its transaction pending: it waits
+            assert not importing.done()
+            world.rpc.call("evm_mine")
+            again = importing.result(timeout=60)
+    finally:
+        world.rpc.call("evm_setAutomine", True)
+    assert (again.outcome, again.status, again.transaction_hash) == ("resumed", BatchStatus.COMMITTED, tx)
+    assert int(world.rpc.call("eth_getTransactionCount", oracle, "latest"), 16) == nonce + 1  # nothing else sent
     world.index()
     assert differences(world) == []

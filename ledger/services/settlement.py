@@ -881,16 +881,19 @@ class SettlementService:
         log = self._find_log(DISPUTE_RESOLVED if resolved else DISPUTE_OPENED, dispute_id)
         return None if log is None else _receipt_of_log(log)
 
-    def relay_dispute_again(self, dispute_id: str) -> Receipt:
+    def relay_dispute_again(self, dispute_id: str) -> Receipt | None:
         """Relays a recorded dispute once more with its stored signature (a reorg dropped the
         transaction that opened it); the chain's log if it has the dispute already, since the
-        contract opens a dispute id only once."""
+        contract opens a dispute id only once. None while the chain lacks the dispute's run (the
+        reorg took its commit too): the run is committed again first, by the next `execute`."""
         with self._read_sessions() as session:
             row = session.get(Dispute, hash32(dispute_id, field="dispute_id"))
             if row is None:
                 raise errors.NotFoundError("no such dispute", dispute_id=dispute_id)
             stored = row.run_id, row.account, row.kind, row.ref, row.reason_hash, int(row.deadline), row.signature
         identity, account, kind, ref, reason_hash, deadline, signature = stored
+        if not self._settler.run(identity).exists:
+            return None
         run, line, leaf_index = self._line(identity, account, kind, ref)
         proof = self._tree(run).get_proof(leaf_index)
         try:

@@ -27,7 +27,8 @@ Per record (repairs: MOVE / UNCONFIRM / RESET):
                                                 pending transaction or sends a new one); the version
                                                 it had superseded is committed again
   disputes (opening)               opened at the new block; pending: left as is until mined;
-                                   gone: relayed again with the account's stored signature
+                                   gone: relayed again with the account's stored signature (once
+                                   its run is committed again, if the reorg took that too)
   disputes (resolution)            resolved at the new block; pending: resolved, block unknown;
                                    gone: open again (the operator's resolve decides it again)
   submissions                      recorded|rejected at the new block, with the new outcome (a

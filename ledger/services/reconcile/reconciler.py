@@ -148,6 +148,10 @@ class Reconciler:
             elif repair is Repair.RESET:
                 # The account signed it: the operator relays it again, as the service did first.
                 again = self._settlement.relay_dispute_again(record.key)
+                if again is None:  # its run's commit is gone too: relayed once that is redone
+                    self._pending_openings.add(record.key)
+                    report.unconfirmed += 1
+                    return
                 where = Location(again.transaction_hash, again.block_number, again.block_hash)
                 found, repair = Found(where, again.logs), Repair.MOVE
         if repair is Repair.UNCONFIRM or (repair is Repair.KEEP and record.recorded is None):
