@@ -27,7 +27,7 @@ from ledger.services.settlement import RunAction
 from ledger.services.verification import DifferenceKind
 from ledger.signing.disputes import sign_dispute
 from ledger.store import outbox
-from ledger.store.metering_models import BatchStatus, ReadingBatchRow
+from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
 from ledger.store.models import SubmissionStatus
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
 from scripts import verify_index
@@ -414,3 +414,20 @@ def test_an_import_waits_for_its_commit_back_in_the_mempool_rather_than_send_ano
     assert int(world.rpc.call("eth_getTransactionCount", oracle, "latest"), 16) == nonce + 1  # nothing else sent
     world.index()
     assert differences(world) == []
+
+
+def test_a_dropped_price_batch_is_prepared_again_and_committed_once(world: World) -> None:
+    start, end = world.future_period(2)
+    prices = dict.fromkeys(range(start, end, INTERVAL_SECONDS), 45_000)
+    first = world.metering.import_prices(prices, start, end, source="test")
+    world.index()
+    world.rpc.call("anvil_reorg", 1, [])
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    with world.context.sessions() as session:
+        row = session.get(PriceBatchRow, first.batch_id)
+        assert row is not None and (row.status, row.transaction_hash) == (BatchStatus.PREPARED, None)
+    assert differences(world) == []
+
+    again = world.metering.import_prices(prices, start, end, source="test")
+    assert (again.batch_id, again.outcome, again.status) == (first.batch_id, "resumed", BatchStatus.COMMITTED)
+    assert len(commit_logs(world, "MeterData", metering_module.PRICES.event, first.batch_id)) == 1
