@@ -8,6 +8,7 @@ before the repair and nothing after it. `decide` (the rule) is checked on its ow
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,9 +92,12 @@ def test_a_submission_is_relocated_unconfirmed_and_reopened(store_session_factor
 
 
 @pytest.fixture
-def world(anvil: LocalNode, database_url: str, tmp_path: Path) -> World:
+def world(anvil: LocalNode, database_url: str, tmp_path: Path) -> Iterator[World]:
     with world_with(anvil.rpc_url, database_url, tmp_path, confirmations=CONFIRMATIONS) as created:
-        yield created  # type: ignore[misc]
+        try:
+            yield created
+        finally:
+            created.ledger.stop()  # ends the reconciler's follow-up before the database goes
 
 
 def commit_logs(world: World, contract: str, signature: str, key: str) -> list[dict[str, str]]:

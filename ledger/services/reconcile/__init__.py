@@ -42,8 +42,8 @@ commit of an id before it sends one. Settlement reads only final chain rows (`fi
 with `chain_batches`, trades and their events), so a run never took an input a reorg could undo.
 
 Each repair is one database transaction that first checks that the record still says what the
-decision was made on (another process may have moved it meanwhile); a skipped one is seen again
-by the next pass. Records left unconfirmed are followed up every few seconds until their
+decision was made on: a record another writer changed meanwhile (its service, from a fresher
+receipt) is left as that writer made it. Records left unconfirmed are followed up every few seconds until their
 transaction is mined or gone. `decide` is the pure rule; the rest reads the node and writes.
 """
 
