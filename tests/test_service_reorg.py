@@ -1,7 +1,8 @@
 """The running service's indexer follows the head through reorgs (anvil_reorg): an unconfirmed
 trade is served with its confirmations, disappears from the API when a reorg drops it and comes
 back when it is mined again; a reorg deeper than the confirmations halts the indexer and health
-says why. Settlement inputs are final rows only."""
+says why. Settlement inputs are final rows only. A relayed trade's submission follows its
+transaction through reorgs (tests/test_reconcile.py has the other records)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.chain.node import LocalNode
+from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC
 from ledger.domain.trade import ParticipantKind
 from ledger.store.models import Trade
 from tests.support.service import CHAIN_ID, RunningService, running_service, wait_for
@@ -101,3 +103,47 @@ def test_a_settlement_run_takes_only_final_trades(anvil: LocalNode, database_url
         world.rpc.call("anvil_mine", hex(CONFIRMATIONS - 1))
         world.index()
         assert inputs() == []
+
+
+def test_a_relayed_trade_follows_its_transaction_through_reorgs_and_is_recorded_once(tmp_path: Path) -> None:
+    """The service's own wiring: its indexer thread rolls back, its reconciler repairs the
+    submission, its relayer sends a dropped trade again."""
+    with LocalNode("anvil", chain_id=CHAIN_ID) as node, following_service(node.rpc_url, tmp_path) as running:
+        seller, buyer = running.register("generator"), running.register("consumer")
+        rpc = running.market.rpc
+        accepted = running.client.post("/trades", json=running.body(seller, buyer))
+        assert accepted.status_code == 202, accepted.text
+        trade_id, submission_id = accepted.json()["tradeId"], accepted.json()["submissionId"]
+        recorded = running.wait_recorded(submission_id)
+        tx, mined_in = recorded["transactionHash"], recorded["blockNumber"]
+        running.wait_indexed(f"/trades/{trade_id}")
+
+        def submission() -> dict[str, Any]:
+            return dict(running.client.get(f"/submissions/{submission_id}").json())
+
+        # Mined again in the next block: the submission moves there.
+        raw = rpc.call("eth_getRawTransactionByHash", tx)
+        rpc.call("evm_mine")
+        rpc.call("anvil_reorg", 2, [[raw, 1]])
+        moved = wait_for(
+            lambda: (s := submission())["blockNumber"] == mined_in + 1 and s, "the submission to follow its transaction"
+        )
+        assert (moved["status"], moved["transactionHash"]) == ("recorded", tx)
+
+        # Dropped: accepted again, sent again by the relayer, recorded once, in a later block.
+        rpc.call("anvil_reorg", 1, [])
+        again = wait_for(
+            lambda: (s := submission())["status"] == "recorded" and s["blockNumber"] > mined_in + 1 and s,
+            "the dropped trade to be recorded again",
+        )
+        shown = running.wait_indexed(
+            f"/trades/{trade_id}", until=lambda body: body["provenance"]["blockNumber"] == again["blockNumber"]
+        )
+        assert shown["provenance"]["transactionHash"] == again["transactionHash"]
+        ledger = running.market.deployment.contracts["TradeLedger"].address
+        logs = rpc.call(
+            "eth_getLogs",
+            {"address": ledger, "fromBlock": "0x0", "toBlock": "latest", "topics": [TRADE_RECORDED_TOPIC, trade_id]},
+        )
+        assert len(logs) == 1
+        assert running.client.get("/health").status_code == 200

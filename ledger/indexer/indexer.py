@@ -269,11 +269,18 @@ class Indexer:
             if pending is not None:
                 pending.result()
 
-    def run(self, stop: threading.Event, poll_interval: float = 2.0) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        poll_interval: float = 2.0,
+        on_rollback: Callable[[int], None] | None = None,
+    ) -> None:
         """Step until `stop` is set: back to back while behind, every `poll_interval` s once caught up.
 
         A node or database that is unavailable is retried every `poll_interval` s; any other error
         (a reorg beyond finality, an ABI mismatch, missing history) stops the loop by raising.
+        `on_rollback(fork)` is called after a step that undid a reorg down to block `fork`: the
+        index is consistent with the new chain then, so records kept outside it can be repaired.
         """
         progress = _Progress(self.name)
         logger.info("indexer %s: starting (confirmations %d)", self.name, self._confirmations)
@@ -287,6 +294,8 @@ class Indexer:
                 logger.warning("indexer %s: step failed, retrying in %.1f s: %s", self.name, poll_interval, exc)
                 stop.wait(poll_interval)
                 continue
+            if on_rollback is not None and result.rolled_back_to is not None:
+                on_rollback(result.rolled_back_to)
             target = self.target_block(result.head)
             progress.add(result, target)
             if result.to_block >= target:

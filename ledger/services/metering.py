@@ -24,6 +24,11 @@ it is committed there, and only otherwise sent. A commit the chain refuses for g
 superseded batch was corrected already) removes the prepared batch, so a refused import leaves
 nothing behind.
 
+After a reorg (`ledger.services.reconcile`) a committed batch whose commit the chain no longer
+has is prepared again: with its transaction hash while that transaction waits in the mempool
+(an import then waits for it instead of sending another), without once it is gone (an import
+sends it again). The contract refuses a batch id twice, so no batch is ever committed twice.
+
 Versions and corrections
 ------------------------
 A correction is a newer batch: each of its values gets version = (highest version of that
@@ -445,6 +450,12 @@ class MeteringService:
             on_chain = kind.view(contract, batch.batch_id)
             if on_chain.exists:
                 return self._adopt(kind, batch, on_chain, outcome)
+            if batch.transaction_hash is not None and self._pending(contract, batch.transaction_hash):
+                # A reorg sent our commit back to the mempool (ledger.services.reconcile): wait for
+                # it rather than race it with a second one, which would revert as a duplicate.
+                awaited = contract.sender.wait([batch.transaction_hash])[batch.transaction_hash]
+                if awaited.status == 1:
+                    return self._mark_committed(kind, batch, awaited, outcome)
         try:
             receipt = kind.commit(contract, batch)
         except errors.DuplicateBatch:
@@ -453,10 +464,18 @@ class MeteringService:
             return self._adopt(kind, batch, kind.view(contract, batch.batch_id), outcome)
         except errors.LedgerError as exc:
             if not exc.retryable:
+                on_chain = kind.view(contract, batch.batch_id)
+                if on_chain.exists:
+                    # Our earlier commit (a reorg sent it back to the mempool) was mined first in
+                    # the same block: replayed on the block's parent, the revert shows no reason.
+                    return self._adopt(kind, batch, on_chain, outcome)
                 with self.context.sessions.begin() as session:
                     metering_queries.delete_prepared(session, kind.model, batch.batch_id)
                 log.warning("the chain refused %s batch %s (%s): not stored", kind.name, batch.batch_id, exc.code)
             raise
+        return self._mark_committed(kind, batch, receipt, outcome)
+
+    def _mark_committed(self, kind: _Kind, batch: AnyBatch, receipt: Receipt, outcome: Outcome) -> BatchResult:
         block = self._chain_facts.block(receipt.block_hash)
         with self.context.sessions.begin() as session:
             row = metering_queries.mark_committed(
@@ -464,6 +483,19 @@ class MeteringService:
             )
             self._chain_facts.write(session, receipt.logs, block)
         return BatchResult.of(kind.name, row, outcome)
+
+    def locate_commit(self, kind_name: BatchKind, batch_id: str) -> Mapping[str, Any] | None:
+        """The chain's commit log of the batch (as eth_getLogs answers it), or None when the chain
+        does not have the batch: after a reorg, where its commit is now, if anywhere."""
+        kind = READINGS if kind_name == "readings" else PRICES
+        if not kind.view(self._contract(kind), batch_id).exists:
+            return None
+        return self._find_commit(kind, batch_id)
+
+    @staticmethod
+    def _pending(contract: MeterDataContract, tx_hash: str) -> bool:
+        answer = contract.sender.rpc.call("eth_getTransactionByHash", tx_hash)
+        return answer is not None and answer.get("blockNumber") is None
 
     def _adopt(self, kind: _Kind, batch: AnyBatch, on_chain: MeterBatch, outcome: Outcome) -> BatchResult:
         """Marks committed a prepared batch the chain holds already, at its commit's location."""

@@ -6,6 +6,9 @@ is committed to the outbox (status pending) and only then is it broadcast. After
 pending submissions are resolved from their transaction's receipt, or sent again if the node
 never saw it. The contract refuses a trade id it has recorded, so a trade sent twice is never
 recorded twice; the relayer then finds the `TradeRecorded` log and marks the submission recorded.
+
+A reorg that drops a recorded trade's transaction makes its submission accepted again
+(`ledger.services.reconcile`), and this loop sends it again like any other.
 """
 
 from __future__ import annotations

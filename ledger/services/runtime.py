@@ -1,5 +1,8 @@
 """The running ledger service: use cases plus the relayer and indexer threads behind them.
 
+The indexer thread also keeps the services' own records true through reorgs: at start-up and
+after each rollback it runs the `Reconciler` (`ledger.services.reconcile`).
+
 The threads run in this process, or, given `workers`, in another process: one this service
 starts, stops and reports on (`WorkerProcess`), or one it only reports on (`WorkerStatusFile`)."""
 
@@ -14,8 +17,11 @@ from ledger.chain.compiler import compile_contracts
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.indexer.indexer import Indexer, indexed_sources
 from ledger.services.context import LedgerContext
+from ledger.services.metering import MeteringService
 from ledger.services.participants import ParticipantService
+from ledger.services.reconcile import Reconciler
 from ledger.services.relayer import Relayer
+from ledger.services.settlement import SettlementService
 from ledger.services.trading import TradingService
 
 if TYPE_CHECKING:
@@ -59,6 +65,7 @@ class LedgerService:
             follow_head=True,
         )
         self._stop = threading.Event()
+        self.reconciler = Reconciler(context, MeteringService(context), SettlementService(context), stop=self._stop)
         self._threads: list[threading.Thread] = []
         self._failure: BaseException | None = None
         self._failed: set[str] = set()  # workers that raised, dead even while their thread winds down
@@ -77,8 +84,14 @@ class LedgerService:
         self._stop.clear()
         self._threads = [
             self._thread("relayer", lambda: self.relayer.run(self._stop)),
-            self._thread("indexer", lambda: self.indexer.run(self._stop, poll_interval=0.25)),
+            self._thread("indexer", self._index),
         ]
+
+    def _index(self) -> None:
+        # First the records a reorg may have left stale while no service watched (or between a
+        # rollback and its repair), then every rollback's as it happens.
+        self.reconciler.at_start()
+        self.indexer.run(self._stop, poll_interval=0.25, on_rollback=self.reconciler.after_rollback)
 
     def stop(self) -> None:
         if self._elsewhere is not None:

@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 
 from ledger import errors
 from ledger.chain.contract import hex32
+from ledger.chain.settlement import DisputeStatus as ChainDisputeStatus
 from ledger.chain.settlement import RunStatus as ChainRunStatus
 from ledger.chain.settlement import SettlementRun as ChainRun
 from ledger.chain.transactions import Receipt, SignedTransaction
@@ -557,11 +558,15 @@ class SettlementService:
         gas of the commit sent now (None when the chain had it already)."""
         with self._read_sessions() as session:
             pending = session.scalars(
-                select(SettlementRun.run_id).where(
+                select(SettlementRun.run_id)
+                .where(
                     SettlementRun.period_start == period_start,
                     SettlementRun.period_end == period_end,
                     SettlementRun.status == RunStatus.COMPUTED,
                 )
+                # A reorg can leave two versions computed (both commits dropped): the earlier first,
+                # since the contract takes a period's versions only in order.
+                .order_by(SettlementRun.version)
             ).first()
         if pending is None:
             return None
@@ -855,6 +860,49 @@ class SettlementService:
             self._chain_facts.write(session, provenance.logs, provenance.block)
             session.flush()
             return RunSummary.of(row)
+
+    # --- after a reorg (ledger.services.reconcile) -------------------------------------------
+
+    def locate_commit(self, identity: str) -> _Provenance | None:
+        """Where the chain has the commit of the stored run `identity` now, or None when it has
+        none: after a reorg, the block its transaction was mined again in, or another one's."""
+        with self._read_sessions() as session:
+            run = RunSummary.of(_run_row(session, identity))
+        chain_run = self._settler.run(run.run_id)
+        return self._adopt(run, chain_run) if chain_run.exists else None
+
+    def dispute_log(self, dispute_id: str, *, resolved: bool) -> Receipt | None:
+        """The chain's DisputeOpened (or DisputeResolved) log of the dispute, as a one-log receipt,
+        or None when the chain has no such event (a reorg took it, or it never happened)."""
+        status = self._operator.dispute(dispute_id).status
+        decided = (ChainDisputeStatus.ACCEPTED, ChainDisputeStatus.REJECTED)
+        if (status not in decided) if resolved else (status is ChainDisputeStatus.NONE):
+            return None
+        log = self._find_log(DISPUTE_RESOLVED if resolved else DISPUTE_OPENED, dispute_id)
+        return None if log is None else _receipt_of_log(log)
+
+    def relay_dispute_again(self, dispute_id: str) -> Receipt | None:
+        """Relays a recorded dispute once more with its stored signature (a reorg dropped the
+        transaction that opened it); the chain's log if it has the dispute already, since the
+        contract opens a dispute id only once. None while the chain lacks the dispute's run (the
+        reorg took its commit too): the run is committed again first, by the next `execute`."""
+        with self._read_sessions() as session:
+            row = session.get(Dispute, hash32(dispute_id, field="dispute_id"))
+            if row is None:
+                raise errors.NotFoundError("no such dispute", dispute_id=dispute_id)
+            stored = row.run_id, row.account, row.kind, row.ref, row.reason_hash, int(row.deadline), row.signature
+        identity, account, kind, ref, reason_hash, deadline, signature = stored
+        if not self._settler.run(identity).exists:
+            return None
+        run, line, leaf_index = self._line(identity, account, kind, ref)
+        proof = self._tree(run).get_proof(leaf_index)
+        try:
+            return self._operator.open_dispute(line, proof, reason_hash, deadline, bytes.fromhex(signature[2:]))
+        except errors.DisputeExists:
+            receipt = self.dispute_log(dispute_id, resolved=False)
+            if receipt is None:
+                raise
+            return receipt
 
     # --- chain helpers ---------------------------------------------------------------------
 

@@ -15,8 +15,11 @@ Three parts:
 - `content_differences(chain, session)` checks the OFF-CHAIN content against the roots and hashes
   the chain committed: the stored readings (or prices) of each batch must rebuild the batch's root,
   the statement lines of each run the run's root, and each dispute's reason and resolution the
-  hashes on chain; the services' own records of batches, runs and disputes must not contradict
-  the chain (committed there, same root, same supersession and resolution).
+  hashes on chain; the services' own records of batches, runs, disputes and relayed trades must
+  not contradict the chain (committed there, by the same transaction in the same block, same
+  root, same supersession and resolution). A record a reorg left stale shows here;
+  `ledger.services.reconcile` repairs it (the service does after each rollback, and
+  `scripts/verify_index.py --repair` on demand).
 
 Rows are keyed by what identifies them on chain: trades by trade id, participants by address,
 events by (block number, log index), batches, runs and disputes by their ids, so a changed block
@@ -45,7 +48,17 @@ from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
 from ledger.store.metering_queries import AnyBatch, BatchModel, content_root
-from ledger.store.models import Base, IndexerCheckpoint, Participant, ParticipantEvent, Trade, TradeEvent
+from ledger.store.models import (
+    Base,
+    IndexerCheckpoint,
+    Participant,
+    ParticipantEvent,
+    Submission,
+    SubmissionStatus,
+    Trade,
+    TradeEvent,
+    TradeEventKind,
+)
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun, StatementLine
 
 PROVENANCE_FIELDS = frozenset(
@@ -220,7 +233,15 @@ def content_differences(chain: IndexSnapshot, session: Session, until: int | Non
                     "settlement_runs", (run.run_id,), "status", None, run.status.value, "committed here, not on chain"
                 )
             continue
-        for name in ("root", "inputs_hash", "version", "transaction_hash", "block_number", "superseded_by"):
+        for name in (
+            "root",
+            "inputs_hash",
+            "version",
+            "transaction_hash",
+            "block_number",
+            "block_hash",
+            "superseded_by",
+        ):
             if getattr(run, name) != fact[name]:
                 content(
                     "settlement_runs",
@@ -247,6 +268,20 @@ def content_differences(chain: IndexSnapshot, session: Session, until: int | Non
                 _text_hash(dispute.reason),
                 "the stored reason does not hash to the hash on chain",
             )
+        provenance = [
+            ("opened_transaction_hash", "transaction_hash"),
+            ("opened_block_number", "block_number"),
+        ]
+        if fact["resolved_transaction_hash"] is not None and dispute.resolved_transaction_hash is not None:
+            provenance += [
+                ("resolved_transaction_hash", "resolved_transaction_hash"),
+                ("resolved_block_number", "resolved_block_number"),
+            ]
+        for name, chain_name in provenance:
+            if getattr(dispute, name) != fact[chain_name]:
+                content(
+                    "disputes", key, name, fact[chain_name], getattr(dispute, name), "the record differs from the chain"
+                )
         chain_status = (
             DisputeStatus.OPEN
             if fact["accepted"] is None
@@ -272,6 +307,68 @@ def content_differences(chain: IndexSnapshot, session: Session, until: int | Non
                 _text_hash(dispute.resolution),
                 "the stored resolution does not hash to the hash on chain",
             )
+    return found + _submission_differences(chain, session, until)
+
+
+def _submission_differences(chain: IndexSnapshot, session: Session, until: int | None) -> list[Difference]:
+    """The relayer's outcomes that name a block (recorded, or rejected inside a mined batch)
+    against the trades and rejections the chain has up to block `until`."""
+    if until is None:
+        return []
+    found: list[Difference] = []
+    trades = chain.get("trades", {})
+    rejected_by = {
+        (row["trade_id"], row["transaction_hash"])
+        for row in chain.get("trade_events", {}).values()
+        if row["event"] == TradeEventKind.REJECTED
+    }
+    outcomes = select(Submission).where(
+        Submission.status.in_([SubmissionStatus.RECORDED, SubmissionStatus.REJECTED]),
+        Submission.block_number <= until,
+    )
+    for submission in session.scalars(outcomes.order_by(Submission.trade_id)):
+        key = (submission.trade_id,)
+        if submission.status is SubmissionStatus.REJECTED:
+            if (submission.trade_id, submission.transaction_hash) not in rejected_by:
+                found.append(
+                    Difference(
+                        DifferenceKind.CONTENT,
+                        "submissions",
+                        key,
+                        "status",
+                        None,
+                        submission.status.value,
+                        "rejected here by a transaction the chain does not have",
+                    )
+                )
+            continue
+        fact = trades.get(key)
+        if fact is None:
+            found.append(
+                Difference(
+                    DifferenceKind.CONTENT,
+                    "submissions",
+                    key,
+                    "status",
+                    None,
+                    submission.status.value,
+                    "recorded here, not on chain",
+                )
+            )
+            continue
+        for name in ("transaction_hash", "block_number"):
+            if getattr(submission, name) != fact[name]:
+                found.append(
+                    Difference(
+                        DifferenceKind.CONTENT,
+                        "submissions",
+                        key,
+                        name,
+                        fact[name],
+                        getattr(submission, name),
+                        "the record differs from the chain",
+                    )
+                )
     return found
 
 

@@ -1,4 +1,5 @@
-"""The relayer and indexer in a process of their own, beside the API.
+"""The relayer and indexer in a process of their own, beside the API (the indexer thread with its
+reorg repairs of the services' records, `ledger.services.reconcile`: see `LedgerService`).
 
 In the API's process, the workers' polling loops (outbox claims, log reads, their JSON-RPC and
 database calls) compete with request handling for the GIL: every switch to a request thread

@@ -4,6 +4,11 @@ A submission moves   accepted -> pending -> recorded | rejected,   and back from
 accepted when its transaction is lost (`requeue`). Marking a row recorded or rejected again is a
 no-op, because the chain may be observed twice (a receipt, then the indexer); anything else out
 of order is a ConflictError. Functions never commit: the caller's unit of work does.
+
+A reorg can take back what a block said (`ledger.services.reconcile`): a recorded or rejected
+submission whose transaction is waiting to be mined again is pending again (`unconfirm`); one
+whose transaction is gone is accepted again, to be sent anew (`reopen`); one whose transaction
+was mined again elsewhere, possibly with another outcome, takes the new one (`relocate`).
 """
 
 from __future__ import annotations
@@ -150,6 +155,57 @@ def requeue(session: Session, ids: Collection[str]) -> None:
         to=ACCEPTED,
         allowed_from={PENDING},
         values={"transaction_hash": None, "attempts": Submission.attempts + 1},
+    )
+
+
+def unconfirm(session: Session, trade_ids: Collection[str], tx_hash: str) -> None:
+    """A reorg sent the transaction `tx_hash` of these recorded or rejected trades back to the mempool."""
+    _transition(
+        session,
+        Submission.trade_id,
+        [hash32(trade_id, field="trade_ids") for trade_id in trade_ids],
+        to=PENDING,
+        allowed_from={RECORDED, REJECTED, PENDING},
+        values={"transaction_hash": hash32(tx_hash, field="tx_hash"), "block_number": None},
+    )
+
+
+def reopen(session: Session, trade_ids: Collection[str]) -> None:
+    """A reorg dropped the transaction of these trades: the relayer sends them again. Not an
+    attempt that failed (`requeue` counts those): the chain, not the trade, undid it."""
+    _transition(
+        session,
+        Submission.trade_id,
+        [hash32(trade_id, field="trade_ids") for trade_id in trade_ids],
+        to=ACCEPTED,
+        allowed_from={RECORDED, REJECTED, PENDING},
+        values={"transaction_hash": None, "block_number": None, "error_code": None, "error_detail": None},
+    )
+
+
+def relocate(
+    session: Session,
+    trade_id: str,
+    to: SubmissionStatus,
+    tx_hash: str,
+    block_number: int,
+    reason: tuple[str, str] | None = None,
+) -> None:
+    """Where a reorg put the trade's outcome now: recorded, or rejected for `code`, by `tx_hash` in
+    `block_number` (a re-execution in another order may turn one outcome into the other);
+    `reason` (code, detail) of a rejection."""
+    _transition(
+        session,
+        Submission.trade_id,
+        [hash32(trade_id, field="trade_id")],
+        to=to,
+        allowed_from={RECORDED, REJECTED, PENDING},
+        values={
+            "transaction_hash": hash32(tx_hash, field="tx_hash"),
+            "block_number": block_number,
+            "error_code": None if reason is None else reason[0],
+            "error_detail": None if reason is None else reason[1],
+        },
     )
 
 
