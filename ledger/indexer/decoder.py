@@ -449,9 +449,10 @@ def _bytes(value: str | bytes) -> bytes:
 
 def _concatenated(topics: Sequence[str | bytes], data: str | bytes) -> bytes:
     """The words of topics[1:] then data: hex from the node is converted in one call."""
-    if isinstance(data, str) and all(isinstance(topic, str) for topic in topics):
-        return bytes.fromhex("".join([topic[2:] for topic in topics[1:]]) + data[2:])
-    return b"".join(_bytes(topic) for topic in topics[1:]) + _bytes(data)
+    try:
+        return bytes.fromhex("".join([topic[2:] for topic in topics[1:]]) + data[2:])  # type: ignore[operator,misc]
+    except TypeError:  # bytes, not hex strings (an in-process source)
+        return b"".join(_bytes(topic) for topic in topics[1:]) + _bytes(data)
 
 
 class LogDecoder:
@@ -504,7 +505,7 @@ class LogDecoder:
                 if len(buffer) != 32 * len(spec.words):
                     raise DecodingError(f"{len(buffer)} bytes of topics and data, not {32 * len(spec.words)}")
                 # The dataclass fields are the ABI's parameters in order (checked by _fields_for).
-                return spec.cls(provenance, *[read(buffer[start : start + 32]) for start, read in spec.words])  # type: ignore[arg-type]
+                return spec.cls(provenance, *[read(buffer[start : start + 32]) for start, read in spec.words])
             if spec.word_decoders is None:
                 indexed = decode(spec.topic_types, b"".join(_bytes(topic) for topic in topics[1:]))
                 data = decode(spec.data_types, _bytes(log["data"]))
