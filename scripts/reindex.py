@@ -4,6 +4,9 @@ Indexes the events of TradeLedger, MeterData and Settlement into a fresh or an e
 (migrated first) through the service's indexer, under the service's checkpoint name, so the
 result is the index the service itself would build. It is resumable: every step commits its rows
 with the checkpoint, so a run that is killed continues from its checkpoint when started again.
+Into empty tables (a fresh database, or `--reset`) the rows are loaded without the tables'
+secondary indexes, which are built once at the end (ledger/indexer/bulk_load.py); a run killed
+before that leaves them to the next migration, which this script and the service run first.
 
 `--reset` first deletes, in one transaction, what the chain alone determines, and only that:
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.chain.log_source import JsonRpcLogSource
@@ -15,6 +15,7 @@ from ledger.services.verification import verify
 from ledger.store.models import IndexerCheckpoint, Trade
 from scripts import reindex
 from tests.support.market import Market
+from tests.test_bulk_load import MODEL_INDEXES, secondary_indexes
 from tests.test_indexer_chain import record_batch
 
 
@@ -60,6 +61,7 @@ def trade_count(sessions: sessionmaker[Session]) -> int:
 
 def test_a_rebuild_equals_the_chain_and_resumes_from_its_checkpoint(
     anvil_market: Market,
+    store_engine: Engine,
     store_session_factory: sessionmaker[Session],
     database_url: str,
     tmp_path: Path,
@@ -87,6 +89,7 @@ def test_a_rebuild_equals_the_chain_and_resumes_from_its_checkpoint(
         assert checkpoint is not None
         interrupted_at = checkpoint.block_number
     assert 0 < trade_count(sessions) < 12
+    assert secondary_indexes(store_engine) == MODEL_INDEXES  # built again when the bulk load failed
     monkeypatch.setattr(JsonRpcLogSource, "get_logs", real_get_logs)
     capsys.readouterr()
 
@@ -95,6 +98,7 @@ def test_a_rebuild_equals_the_chain_and_resumes_from_its_checkpoint(
     assert "events/s" in out
     assert trade_count(sessions) == 12
     assert differences(market, sessions) == []
+    assert secondary_indexes(store_engine) == MODEL_INDEXES
     with sessions() as session:
         checkpoint = session.get(IndexerCheckpoint, reindex.index_name(market.deployment))
         assert checkpoint is not None and checkpoint.block_number > interrupted_at
@@ -103,6 +107,7 @@ def test_a_rebuild_equals_the_chain_and_resumes_from_its_checkpoint(
     assert run_reindex(market, database_url, tmp_path, "--reset") == 0
     assert trade_count(sessions) == 12
     assert differences(market, sessions) == []
+    assert secondary_indexes(store_engine) == MODEL_INDEXES
 
 
 def test_catch_up_is_for_final_mode_only(anvil_market: Market, store_session_factory: sessionmaker[Session]) -> None:

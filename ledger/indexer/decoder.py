@@ -338,9 +338,10 @@ class _EventSpec:
     fields: tuple[tuple[str, bool, Convert], ...]
     # When every parameter is static: one decoder per word, topics then data (see module doc).
     word_decoders: tuple[Callable[[ContextFramesBytesIO], Any], ...] | None
-    # When every parameter is one elementary word (address, uintN, intN, bool, bytesN): slices of
-    # the words decoded by hand, which is several times faster than eth_abi's stream decoders.
-    words: tuple[Callable[[bytes], Any], ...] | None
+    # When every parameter is one elementary word (address, uintN, intN, bool, bytesN): in ABI
+    # order, each field's word (its offset in topics + data) and the function that decodes it by
+    # hand and converts it, several times faster than eth_abi's stream decoders.
+    words: tuple[tuple[int, Callable[[bytes], Any]], ...] | None
 
 
 def _event_spec(entry: AbiEntry, cls: type[LedgerEvent]) -> _EventSpec:
@@ -360,8 +361,29 @@ def _event_spec(entry: AbiEntry, cls: type[LedgerEvent]) -> _EventSpec:
         data_types=data_types,
         fields=tuple((name, bool(param["indexed"]), f) for name, param, f in zip(names, params, converts, strict=True)),
         word_decoders=None if any(getattr(d, "is_dynamic", False) for d in decoders) else decoders,
-        words=_word_decoders(topic_types + data_types),
+        words=_field_words(params, converts, _word_decoders(topic_types + data_types)),
     )
+
+
+def _field_words(
+    params: Sequence[AbiEntry], converts: Sequence[Convert], decoders: Sequence[Callable[[bytes], Any]] | None
+) -> tuple[tuple[int, Callable[[bytes], Any]], ...] | None:
+    """(offset, decode and convert) of each parameter, in ABI order; `decoders` are per word,
+    topics first (indexed parameters), then data."""
+    if decoders is None:
+        return None
+    topics = [index for index, param in enumerate(params) if param["indexed"]]
+    data = [index for index, param in enumerate(params) if not param["indexed"]]
+    word_of = {param: word for word, param in enumerate(topics + data)}
+    return tuple(
+        (32 * word_of[index], _then(decoders[word_of[index]], convert)) for index, convert in enumerate(converts)
+    )
+
+
+def _then(decode_word: Callable[[bytes], Any], convert: Convert) -> Callable[[bytes], Any]:
+    if convert is _same:
+        return decode_word
+    return lambda word: convert(decode_word(word))
 
 
 _ZERO_WORD = bytes(32)
@@ -425,6 +447,14 @@ def _bytes(value: str | bytes) -> bytes:
     return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
 
 
+def _concatenated(topics: Sequence[str | bytes], data: str | bytes) -> bytes:
+    """The words of topics[1:] then data: hex from the node is converted in one call."""
+    try:
+        return bytes.fromhex("".join([topic[2:] for topic in topics[1:]]) + data[2:])  # type: ignore[operator,misc]
+    except TypeError:  # bytes, not hex strings (an in-process source)
+        return b"".join(_bytes(topic) for topic in topics[1:]) + _bytes(data)
+
+
 class LogDecoder:
     """Decodes raw logs (as eth_getLogs returns them) of a contract with the given ABI."""
 
@@ -461,22 +491,6 @@ class LogDecoder:
             return None
         if len(topics) != 1 + len(spec.topic_types):
             raise AbiDecodeError(f"{spec.cls.__name__} log with {len(topics)} topics", topics=list(topics))
-        try:
-            if spec.words is not None:
-                buffer = b"".join(_bytes(topic) for topic in topics[1:]) + _bytes(log["data"])
-                if len(buffer) != 32 * len(spec.words):
-                    raise DecodingError(f"{len(buffer)} bytes of topics and data, not {32 * len(spec.words)}")
-                values = [decode_word(buffer[32 * i : 32 * i + 32]) for i, decode_word in enumerate(spec.words)]
-                indexed, data = tuple(values[: len(topics) - 1]), tuple(values[len(topics) - 1 :])
-            elif spec.word_decoders is None:
-                indexed = decode(spec.topic_types, b"".join(_bytes(topic) for topic in topics[1:]))
-                data = decode(spec.data_types, _bytes(log["data"]))
-            else:
-                words = ContextFramesBytesIO(b"".join(_bytes(topic) for topic in topics[1:]) + _bytes(log["data"]))
-                values = [decode_word(words) for decode_word in spec.word_decoders]
-                indexed, data = tuple(values[: len(topics) - 1]), tuple(values[len(topics) - 1 :])
-        except DecodingError as exc:
-            raise AbiDecodeError(f"{spec.cls.__name__} log does not match the ABI: {exc}") from exc
         provenance = Provenance(
             address=_checksum(log["address"]),
             block_number=_quantity(log["blockNumber"]),
@@ -485,6 +499,22 @@ class LogDecoder:
             transaction_index=_quantity(log["transactionIndex"]),
             log_index=_quantity(log["logIndex"]),
         )
+        try:
+            if spec.words is not None:
+                buffer = _concatenated(topics, log["data"])
+                if len(buffer) != 32 * len(spec.words):
+                    raise DecodingError(f"{len(buffer)} bytes of topics and data, not {32 * len(spec.words)}")
+                # The dataclass fields are the ABI's parameters in order (checked by _fields_for).
+                return spec.cls(provenance, *[read(buffer[start : start + 32]) for start, read in spec.words])
+            if spec.word_decoders is None:
+                indexed = decode(spec.topic_types, b"".join(_bytes(topic) for topic in topics[1:]))
+                data = decode(spec.data_types, _bytes(log["data"]))
+            else:
+                words = ContextFramesBytesIO(b"".join(_bytes(topic) for topic in topics[1:]) + _bytes(log["data"]))
+                values = [decode_word(words) for decode_word in spec.word_decoders]
+                indexed, data = tuple(values[: len(topics) - 1]), tuple(values[len(topics) - 1 :])
+        except DecodingError as exc:
+            raise AbiDecodeError(f"{spec.cls.__name__} log does not match the ABI: {exc}") from exc
         return spec.cls(provenance, **_merge(spec.fields, iter(indexed), iter(data)))  # type: ignore[arg-type]
 
     def decode_error(self, data: bytes) -> tuple[str, dict[str, Any]]:

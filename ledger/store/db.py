@@ -10,13 +10,20 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.errors import ConfigurationError
+from ledger.store import (  # noqa: F401  (their tables join Base.metadata)
+    access_models,
+    chain_models,
+    metering_models,
+    settlement_models,
+)
+from ledger.store.models import Base
 
 # How long a SQLite connection waits for another connection's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -92,14 +99,34 @@ def begin_read_transaction(session: Session) -> None:
 
 
 def migrate(target: str | URL | Engine) -> None:
-    """`alembic upgrade head` with the migrations shipped inside this package."""
+    """`alembic upgrade head` with the migrations shipped inside this package, then
+    `create_missing_indexes`."""
     engine = target if isinstance(target, Engine) else make_engine(target)
     try:
         with engine.begin() as connection:
             command.upgrade(_alembic_config(connection), "head")
+            create_missing_indexes(connection)
     finally:
         if engine is not target:
             engine.dispose()
+
+
+def create_missing_indexes(connection: Connection) -> list[str]:
+    """Creates each index of the models that the database lacks; returns their names.
+
+    A bulk load (ledger/indexer/bulk_load.py) drops the indexes of the tables it fills and builds
+    them again at its end: a load killed before that leaves them missing, and every process that
+    opens the database migrates it first, so none runs without them.
+    """
+    inspector = inspect(connection)
+    created = []
+    for table in Base.metadata.sorted_tables:
+        present = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in sorted(table.indexes, key=lambda index: str(index.name)):
+            if index.name not in present:
+                index.create(connection)
+                created.append(str(index.name))
+    return created
 
 
 def current_revision(engine: Engine) -> str | None:
