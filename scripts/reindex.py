@@ -34,7 +34,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,6 +42,7 @@ from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.errors import LedgerError
+from ledger.indexer.decoder import AbiEntry
 from ledger.indexer.indexer import Indexer, StepResult, head_checkpoint_name, indexed_sources
 from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun
 from ledger.store.db import make_engine, make_session_factory, migrate
@@ -54,7 +54,13 @@ from ledger.store.models import (
     Trade,
     TradeEvent,
 )
-from scripts.settings_flags import INDEX_FLAGS, SettingsRefused, add_settings_flags, settings_from_flags
+from scripts.settings_flags import (
+    INDEX_FLAGS,
+    SettingsRefused,
+    add_settings_flags,
+    required_rpc_url,
+    settings_from_flags,
+)
 
 DEFAULT_BLOCKS_PER_STEP = 200
 
@@ -76,7 +82,7 @@ def index_name(deployment: Deployment) -> str:
     return f"{deployment.chain_id}:{deployment.contracts['TradeLedger'].address}"
 
 
-def index_sources(deployment: Deployment) -> tuple[list[str], list[dict[str, Any]]]:
+def index_sources(deployment: Deployment) -> tuple[list[str], list[AbiEntry]]:
     """The addresses and the ABI the service's indexer follows (ledger/services/runtime.py)."""
     return indexed_sources(
         {contract_name: contract.address for contract_name, contract in deployment.contracts.items()},
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reset:
             reset_index(sessions, name)
         addresses, abi = index_sources(deployment)
-        with JsonRpcLogSource(settings.rpc_url) as source:
+        with JsonRpcLogSource(required_rpc_url(settings)) as source:
             indexer = Indexer(
                 source,
                 sessions,

@@ -38,7 +38,7 @@ from ledger.services.settlement import SettlementService
 from ledger.services.verification import Difference, verify
 from ledger.store.db import make_engine, make_session_factory
 from scripts.reindex import index_name, index_sources
-from scripts.settings_flags import SettingsRefused, add_settings_flags, settings_from_flags
+from scripts.settings_flags import SettingsRefused, add_settings_flags, required_rpc_url, settings_from_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +79,7 @@ def _differences(settings: Settings, name: str | None) -> list[Difference]:
     engine = make_engine(settings.database_url)
     addresses, abi = index_sources(deployment)
     try:
-        with JsonRpcLogSource(settings.rpc_url) as source:
+        with JsonRpcLogSource(required_rpc_url(settings)) as source:
             return verify(
                 source,
                 make_session_factory(engine, read_only=True),
