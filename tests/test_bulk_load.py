@@ -110,11 +110,11 @@ def test_catch_up_into_empty_tables_writes_the_rows_step_writes(
     assert secondary_indexes(store_engine) == MODEL_INDEXES
 
 
+# SQLite only: its inserts go through the driver's executemany; PostgreSQL's through SQLAlchemy.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sqlite_driver_inserts_store_what_sqlalchemy_stores(
-    database_url: str, store_session_factory: sessionmaker[Session], abi: list[dict[str, Any]]
+    store_session_factory: sessionmaker[Session], abi: list[dict[str, Any]]
 ) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the driver's executemany is the SQLite path; PostgreSQL's is SQLAlchemy's")
     chain = market(FakeChain())
     indexer = make_indexer(chain, store_session_factory, abi)
     blocks = {header.number: header for header in chain.headers}
