@@ -60,11 +60,11 @@ class Settings(BaseSettings):
     token_rate_limit_per_second: float = Field(default=200.0, ge=0)
     token_rate_limit_burst: int = Field(default=400, ge=1)
 
-    # Every access-log entry is committed before its answer is sent. With this off (the default)
-    # the commit does not also wait for the disk: an entry survives a crash of the service, and
-    # a crash of the machine or the PostgreSQL server may lose the last fraction of a second of
-    # entries (README "Access log"). On, each group commit waits for a disk flush as well.
-    access_log_flush: bool = False
+    # Every access-log entry is committed before its answer is sent, and (by default) flushed to
+    # the disk. Off, the commit does not wait for the disk: an entry survives a crash of the
+    # service, while a crash of the machine or the PostgreSQL server may lose the last fraction
+    # of a second of entries (README "Access log"), for less latency when the disk is busy.
+    access_log_flush: bool = True
 
     relayer_batch_size: int = Field(default=200, ge=1, le=1000)
     relayer_batch_window_ms: int = Field(default=200, ge=0)
