@@ -1,5 +1,6 @@
 """Response bodies of the chain views (`ledger.services.chain_view`): the node's own answer about a
-block or a transaction, camelCase JSON in the formats of `api.types`."""
+block or a transaction, camelCase JSON in the formats of `api.types`. The views' dataclasses carry
+the same field names: `Model.model_validate(view, from_attributes=True)`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from pydantic import Field
 
 from api.schemas import ResponseModel
 from api.types import UtcTime
-from ledger.chain.event_catalog import DecodedLog
-from ledger.services.chain_view import ChainBlock, ChainTransaction
 
 
 class ChainBlockOut(ResponseModel):
@@ -21,18 +20,6 @@ class ChainBlockOut(ResponseModel):
     transaction_hashes: list[str]
     confirmations: int = Field(description="blocks on top of it, itself included, when read")
     final: bool = Field(description="it has the confirmations the service requires")
-
-    @classmethod
-    def of(cls, block: ChainBlock) -> ChainBlockOut:
-        return cls(
-            number=block.number,
-            hash=block.hash,
-            parent_hash=block.parent_hash,
-            timestamp=block.timestamp,
-            transaction_hashes=block.transaction_hashes,
-            confirmations=block.confirmations,
-            final=block.final,
-        )
 
 
 class ChainLogOut(ResponseModel):
@@ -45,18 +32,6 @@ class ChainLogOut(ResponseModel):
     )
     topics: list[str]
     data: str
-
-    @classmethod
-    def of(cls, log: DecodedLog) -> ChainLogOut:
-        return cls(
-            log_index=log.log_index,
-            address=log.address,
-            contract=log.contract,
-            event=log.event,
-            args=log.args,
-            topics=log.topics,
-            data=log.data,
-        )
 
 
 class ChainTransactionOut(ResponseModel):
@@ -73,21 +48,3 @@ class ChainTransactionOut(ResponseModel):
     logs: list[ChainLogOut]
     confirmations: int
     final: bool
-
-    @classmethod
-    def of(cls, tx: ChainTransaction) -> ChainTransactionOut:
-        return cls(
-            hash=tx.hash,
-            block_number=tx.block_number,
-            block_hash=tx.block_hash,
-            block_time=tx.block_timestamp,
-            transaction_index=tx.transaction_index,
-            sender=tx.sender,
-            to=tx.to,
-            contract=tx.contract,
-            succeeded=tx.succeeded,
-            gas_used=tx.gas_used,
-            logs=[ChainLogOut.of(log) for log in tx.logs],
-            confirmations=tx.confirmations,
-            final=tx.final,
-        )

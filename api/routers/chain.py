@@ -53,7 +53,7 @@ def get_block(
     block = view.block(block_number)
     if block is None:
         raise errors.NotFoundError("no block with this number on the chain yet", block_number=block_number)
-    return ChainBlockOut.of(block)
+    return ChainBlockOut.model_validate(block, from_attributes=True)
 
 
 @router.get(
@@ -73,4 +73,4 @@ def get_transaction(
     transaction = view.transaction(transaction_hash)
     if transaction is None:
         raise errors.NotFoundError("no mined transaction with this hash", transaction_hash=transaction_hash)
-    return ChainTransactionOut.of(transaction)
+    return ChainTransactionOut.model_validate(transaction, from_attributes=True)

@@ -30,7 +30,7 @@ class ChainTransaction:
     hash: str
     block_number: int
     block_hash: str
-    block_timestamp: int
+    block_time: int
     transaction_index: int
     sender: str
     to: str | None
@@ -80,7 +80,7 @@ class ChainView:
             hash=tx_hash,
             block_number=number,
             block_hash=receipt["blockHash"],
-            block_timestamp=block.timestamp,
+            block_time=block.timestamp,
             transaction_index=int(receipt["transactionIndex"], 16),
             sender=receipt["from"],
             to=receipt.get("to"),
