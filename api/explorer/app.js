@@ -547,7 +547,27 @@ const routes = [
   [/^#\/day\/(\d{4}-\d{2}-\d{2})$/, showDay],
 ];
 
-async function render() {
+// One render at a time: a hash that changes while a page is still loading (a quick second click)
+// is rendered after it, so a slower, older page can never replace the newer one.
+let rendering = null;
+let renderAgain = false;
+
+function render() {
+  if (rendering) {
+    renderAgain = true;
+    return rendering;
+  }
+  rendering = renderHash().finally(() => {
+    rendering = null;
+    if (renderAgain) {
+      renderAgain = false;
+      render();
+    }
+  });
+  return rendering;
+}
+
+async function renderHash() {
   const match = routes.map(([pattern, handler]) => [pattern.exec(location.hash), handler]).find(([m]) => m);
   if (!match) return;
   const [m, handler] = match;
