@@ -548,7 +548,9 @@ const routes = [
 ];
 
 // One render at a time: a hash that changes while a page is still loading (a quick second click)
-// is rendered after it, so a slower, older page can never replace the newer one.
+// is rendered after it, so a slower, older page can never replace the newer one. The body says
+// which hash is on screen (data-rendered) once nothing is left to render (data-state="ready"):
+// what a script driving the page waits for before it acts on the page it navigated to.
 let rendering = null;
 let renderAgain = false;
 
@@ -557,31 +559,33 @@ function render() {
     renderAgain = true;
     return rendering;
   }
+  document.body.dataset.state = 'loading';
   rendering = renderHash().finally(() => {
     rendering = null;
     if (renderAgain) {
       renderAgain = false;
       render();
+    } else {
+      document.body.dataset.state = 'ready';
     }
   });
   return rendering;
 }
 
 async function renderHash() {
-  const match = routes.map(([pattern, handler]) => [pattern.exec(location.hash), handler]).find(([m]) => m);
-  if (!match) return;
-  const [m, handler] = match;
-  document.body.dataset.state = 'loading';
+  const current = location.hash;
+  const match = routes.map(([pattern, handler]) => [pattern.exec(current), handler]).find(([m]) => m);
   try {
-    await handler(...m.slice(1));
+    if (match) await match[1](...match[0].slice(1));
   } catch (error) {
     show(h('p', { class: 'error', id: 'error' }, error instanceof ApiError ? error.message : `Error: ${error.message}`));
   } finally {
-    document.body.dataset.state = 'ready';
+    document.body.dataset.rendered = current;
   }
 }
 
 window.addEventListener('hashchange', render);
-showWhoAmI()
-  .then(render)
-  .finally(() => { document.body.dataset.state = 'ready'; });
+showWhoAmI().then(render, error => {
+  show(h('p', { class: 'error', id: 'error' }, `Error: ${error.message}`));
+  document.body.dataset.state = 'ready';
+});

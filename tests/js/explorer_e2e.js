@@ -50,11 +50,9 @@ async function main() {
 
     // Without a token: a trade is not public, the day's chart is.
     await page.waitForSelector('#whoami[data-kind="public"]');
-    await page.fill('#query', input.tradeId);
-    await page.click('#search button');
+    await search(page, input.tradeId, `#/trade/${input.tradeId.toLowerCase()}`);
     out.withoutToken = await (await page.waitForSelector('#error')).textContent();
-    await page.fill('#query', input.day);
-    await page.click('#search button');
+    await search(page, input.day, `#/day/${input.day}`);
     await page.waitForSelector('#chart');
     out.publicDay = {
       bars: await page.$$eval('#chart rect.bar', bars => bars.map(b => Number(b.dataset.energyWh))),
@@ -64,8 +62,7 @@ async function main() {
     out.whoami = await page.textContent('#whoami');
 
     // A trade id in the search box: the timeline (the trade's history) with blocks and transactions.
-    await page.fill('#query', input.tradeId);
-    await page.click('#search button');
+    await search(page, input.tradeId, `#/trade/${input.tradeId.toLowerCase()}`);
     await page.waitForSelector('#timeline li');
     await snap(page, input, 'trade');
     out.trade = {
@@ -107,8 +104,7 @@ async function main() {
     await snap(page, input, 'transaction');
     await page.click('a.block-number');
     out.block = { hash: new URL(page.url()).hash, blockHash: await (await page.waitForSelector('#block-hash')).textContent() };
-    await page.fill('#query', input.tradeId);
-    await page.click('#search button');
+    await search(page, input.tradeId, `#/trade/${input.tradeId.toLowerCase()}`);
     await page.waitForSelector('#timeline li');
 
     // From the settled event to the account's trade line: verified in the page, then by the server.
@@ -119,9 +115,11 @@ async function main() {
     await snap(page, input, 'settled-line');
 
     // The account's statement of the run, then one line's proof, verified in the page.
-    await page.fill('#query', input.account);
-    await page.click('#search button');
+    // The proof page just left links to this statement too: clicking before the search's page is
+    // rendered could hit the old page's link, or the new page's link moving under the pointer.
+    await search(page, input.account, `#/participant/${input.account}`);
     await page.click(`a[href="#/participant/${input.account}/${input.runId}"]`);
+    await rendered(page, `#/participant/${input.account}/${input.runId}`);
     await page.waitForSelector('#statement');
     out.statementKinds = await page.$$eval('#statement tr[data-kind]', rows => rows.map(r => r.dataset.kind));
     await page.click(`#statement tr[data-kind="${input.kind}"] a`);
@@ -143,8 +141,7 @@ async function main() {
     await snap(tampered, input, 'tampered');
 
     // The day's chart.
-    await page.fill('#query', input.day);
-    await page.click('#search button');
+    await search(page, input.day, `#/day/${input.day}`);
     await page.waitForSelector('#chart');
     await snap(page, input, 'day');
     out.chart = {
@@ -156,6 +153,18 @@ async function main() {
     fs.rmSync(profile, { recursive: true, force: true });
   }
   process.stdout.write(JSON.stringify(out));
+}
+
+/** Types `query` into the search box and waits until the page it leads to (`hash`) is rendered. */
+async function search(page, query, hash) {
+  await page.fill('#query', query);
+  await page.click('#search button');
+  await rendered(page, hash);
+}
+
+/** Waits until the explorer has rendered `hash` and has nothing left to render. */
+async function rendered(page, hash) {
+  await page.waitForSelector(`body[data-state="ready"][data-rendered="${hash}"]`, { state: 'attached' });
 }
 
 async function signIn(page, token) {
