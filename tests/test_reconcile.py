@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from eth_utils import keccak
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.chain.node import LocalNode
@@ -313,6 +314,33 @@ def test_verify_index_repairs_a_stale_record_on_demand(
     assert f"repaired: reading_batches {batch_id}: reset" in out
     assert out.rstrip().endswith("the index equals the chain")
     assert batch_row(world, batch_id).status is BatchStatus.PREPARED
+
+
+def test_start_up_repair_checks_every_record_when_the_index_window_cannot_be_read(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's indexer thread runs `at_start` first: a database hiccup there must not kill it."""
+    g = world.participant(ParticipantKind.GENERATOR)
+    start, _ = world.future_period(1)
+    batch_id = world.metering.import_readings([MeterReading(g.address, start, 1_000, 0)], source="test").batch_id
+    world.index()
+    world.rpc.call("anvil_reorg", 1, [])
+    index_through_reorg(world)
+    read_sessions = world.context.read_sessions
+    failures = iter([OperationalError("SELECT min(number)", {}, Exception("database is locked"))])
+
+    def flaky_read_sessions() -> Session:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return read_sessions()
+
+    monkeypatch.setattr(world.context, "read_sessions", flaky_read_sessions)
+    world.ledger.reconciler.at_start()
+
+    assert next(failures, None) is None  # the window's read failed, and the pass went on
+    assert batch_row(world, batch_id).status is BatchStatus.PREPARED
+    assert differences(world) == []
 
 
 def test_a_dropped_second_version_makes_the_first_current_again_until_it_is_committed_again(world: World) -> None:

@@ -103,9 +103,15 @@ class Reconciler:
 
     def at_start(self) -> None:
         """A service (re)starting: the records of the blocks a reorg could still have replaced
-        (the indexer's window), in case a rollback happened without their repair."""
-        with self._context.read_sessions() as session:
-            lowest = session.scalar(select(func.min(IndexedBlock.number)))
+        (the indexer's window), in case a rollback happened without their repair. Never raises:
+        the indexer starts after it whatever the database says."""
+        try:
+            with self._context.read_sessions() as session:
+                lowest = session.scalar(select(func.min(IndexedBlock.number)))
+        except OperationalError as exc:
+            # Without the window, every record is checked: by the follow-up if the database is down.
+            log.warning("reading the indexer's window failed; checking every record instead: %s", exc)
+            lowest = None
         self._guarded(-1 if lowest is None else lowest - 1)
 
     def reconcile(self, above: int | None) -> Report:
