@@ -3,6 +3,8 @@ step between claiming a submission and settling it, without a trade recorded twi
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -128,6 +130,38 @@ def test_crash_after_broadcast_before_settling_is_resolved_from_the_receipt(
     with sessions() as session:
         rows = [outbox.get_submission(session, i) for i in ids]
     assert {r.transaction_hash for r in rows} == {batches[0].tx_hash}
+    assert all(len(recorded_logs(market, market.trade_id(t.trade))) == 1 for t in trades)
+
+
+def test_a_batch_still_in_the_mempool_at_restart_is_settled_once_mined_by_the_running_relayer(
+    anvil_market: Market, store_session_factory: sessionmaker[Session], traders: tuple
+) -> None:
+    market, sessions = anvil_market, store_session_factory
+    trades = [market.signed(*traders) for _ in range(2)]
+    ids = accept(sessions, market, trades)
+    relayer = make_relayer(market, sessions)
+    batches = relayer._prepare()
+    stop = threading.Event()
+    market.rpc.call("evm_setAutomine", False)
+    try:
+        relayer._ledger.sender.broadcast([b.tx for b in batches if b.tx is not None])
+        # The process dies here; the next one starts while the node still holds the transaction.
+        restarted = make_relayer(market, sessions)
+        assert restarted.recover().waiting == 2
+        running = threading.Thread(target=restarted.run, args=(stop,))
+        running.start()
+        assert statuses(sessions, ids) == [SubmissionStatus.PENDING] * 2
+        market.rpc.call("evm_mine")
+    finally:
+        market.rpc.call("evm_setAutomine", True)
+    try:
+        deadline = time.monotonic() + 10
+        while statuses(sessions, ids) != [SubmissionStatus.RECORDED] * 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        running.join(timeout=10)
+    assert statuses(sessions, ids) == [SubmissionStatus.RECORDED] * 2
     assert all(len(recorded_logs(market, market.trade_id(t.trade))) == 1 for t in trades)
 
 

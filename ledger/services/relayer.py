@@ -39,6 +39,7 @@ class RoundResult:
     recorded: int = 0
     rejected: int = 0
     requeued: int = 0
+    waiting: int = 0  # pending submissions whose transaction the node holds but has not mined yet
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,20 @@ class Relayer:
         self._receipt_timeout = receipt_timeout
 
     def run(self, stop: threading.Event) -> None:
-        """Relays until `stop` is set; a failing round is logged and retried, never fatal."""
-        self.recover()
+        """Relays until `stop` is set; a failing round is logged and retried, never fatal.
+
+        Pending submissions, a previous process's or those of a round that failed after sending,
+        are resolved first, and again before every round for as long as the node still holds one
+        of their transactions unmined."""
+        unresolved = True
         while not stop.is_set():
             try:
+                if unresolved:
+                    unresolved = self.recover().waiting > 0
                 result = self.relay_round()
             except errors.LedgerError as exc:
                 log.warning("relayer round failed (%s): %s; retrying", exc.code, exc)
+                unresolved = True
                 stop.wait(1.0)
                 continue
             if result.sent == 0:
@@ -89,13 +97,14 @@ class Relayer:
             by_tx: dict[str, list[Submission]] = defaultdict(list)
             for submission in pending:
                 by_tx[submission.transaction_hash or ""].append(submission)
-        recorded = rejected = requeued = 0
+        recorded = rejected = requeued = waiting = 0
         for tx_hash, submissions in by_tx.items():
             receipt = self._ledger.sender.rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
             if receipt is None:
                 known = self._ledger.sender.rpc.call("eth_getTransactionByHash", tx_hash) if tx_hash else None
                 if known is not None:
-                    continue  # still in the mempool: the next recovery or round sees it mined
+                    waiting += len(submissions)  # still in the mempool: `run` looks again next round
+                    continue
                 with self._sessions.begin() as session:
                     outbox.requeue(session, [s.id for s in submissions])
                 requeued += len(submissions)
@@ -104,14 +113,17 @@ class Relayer:
             r, j, q = self._settle(batch, self._ledger.batch_outcome(Receipt.from_rpc(receipt)))
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
         if pending:
-            log.info(
-                "recovered %d pending submissions: %d recorded, %d rejected, %d requeued",
+            # Logged at info once something was resolved: `run` asks every round while one waits.
+            log.log(
+                logging.INFO if recorded or rejected or requeued else logging.DEBUG,
+                "recovered %d pending submissions: %d recorded, %d rejected, %d requeued, %d still waiting",
                 len(pending),
                 recorded,
                 rejected,
                 requeued,
+                waiting,
             )
-        return RoundResult(0, recorded, rejected, requeued)
+        return RoundResult(0, recorded, rejected, requeued, waiting)
 
     def relay_round(self) -> RoundResult:
         """Claims up to `max_in_flight` batches, sends them in one JSON-RPC batch, waits for
