@@ -3,7 +3,9 @@
 Starts its own automining anvil node, deploys, registers participants, records `--trades` signed
 trades through the ledger layer (`recordTrades` batches, several transactions in flight), then
 rebuilds the index from the deployment block with the reindex loop and prints events/s (each
-recorded trade is one TradeRecorded event; registrations count too).
+recorded trade is one TradeRecorded event; registrations count too). Then verifies the rebuilt
+index against the chain as scripts/verify_index.py does (the chain read into a scratch index,
+compared row by row) and prints its events/s too.
 
     python -m scripts.bench_reindex --trades 50000
 """
@@ -26,6 +28,7 @@ from ledger.chain.node import LocalNode
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.trade_ledger import TradeLedgerContract
 from ledger.indexer.indexer import Indexer
+from ledger.services.verification import verify
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.models import Trade
 from scripts.bench_record import CHAIN_ID, make_trades, record_batches, register, sender
@@ -80,15 +83,27 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             figures = reindex(indexer)
             seconds = time.monotonic() - started
+            started = time.monotonic()
+            differences = verify(
+                source,
+                sessions,
+                name=index_name(deployment),
+                addresses=addresses,
+                abi=abi,
+                start_block=deployment.start_block,
+            )
+            verify_seconds = time.monotonic() - started
         with sessions() as session:
             indexed_trades = session.scalar(select(func.count()).select_from(Trade))
         engine.dispose()
         rpc.close()
 
     assert indexed_trades == args.trades, (indexed_trades, args.trades)
+    assert differences == [], differences[:5]
     print()
     print(f"reindex into SQLite: {figures.blocks:,} blocks, {figures.events:,} events in {seconds:.2f} s")
     print(f"{figures.events / seconds:,.0f} events/s ({indexed_trades:,} trades indexed)")
+    print(f"verify against the chain: {verify_seconds:.2f} s, {figures.events / verify_seconds:,.0f} events/s")
     return 0
 
 

@@ -22,7 +22,8 @@ before that leaves them to the next migration, which this script and the service
   relayer's outbox (`submissions`). `python -m scripts.verify_index` then checks that this
   content still hashes to the roots the rebuilt index holds.
 
-Prints counts (blocks, events, events/s) every second on stderr and the final events/s.
+Shows its progress on stderr (a bar on a terminal, a line a second in a log: blocks, events,
+events/s, time left) and prints the final events/s.
 
     python -m scripts.reindex --rpc-url http://127.0.0.1:8545 --database-url sqlite:///var/reindex.db
 """
@@ -54,6 +55,7 @@ from ledger.store.models import (
     Trade,
     TradeEvent,
 )
+from scripts.progress import Progress
 from scripts.settings_flags import (
     INDEX_FLAGS,
     SettingsRefused,
@@ -107,34 +109,46 @@ def reset_index(sessions: sessionmaker[Session], name: str) -> None:
         session.execute(delete(IndexerCheckpoint).where(IndexerCheckpoint.name.in_([name, head_checkpoint_name(name)])))
 
 
-def reindex(indexer: Indexer, report: Callable[[str], None] | None = None) -> ReindexFigures:
+class StepCounts:
+    """Counts the blocks and events of an indexer's steps and shows them on a Progress (a bar on
+    stderr by default) against the blocks there were to index, a total that grows with the chain.
+    Called with each StepResult; returns True once the steps have caught up with the chain."""
+
+    def __init__(self, label: str, target_block: Callable[[int], int], progress: Progress | None = None) -> None:
+        self._label, self._target_block, self._progress = label, target_block, progress
+        self._started = time.monotonic()
+        self._first: int | None = None
+        self.blocks = self.events = 0
+        self.last_block = -1
+
+    def __call__(self, result: StepResult) -> bool:
+        if self._first is None:
+            self._first = result.from_block
+        self.blocks += result.to_block - result.from_block + 1
+        self.events += result.events
+        self.last_block = max(self.last_block, result.to_block)
+        target = self._target_block(result.head)
+        total = target - self._first + 1
+        if self._progress is None:
+            self._progress = Progress(self._label, total, unit="blocks")
+        elapsed = time.monotonic() - self._started
+        note = f"{self.events:,} events" + (f", {self.events / elapsed:,.0f} events/s" if elapsed > 0 else "")
+        self._progress.update(self.last_block - self._first + 1, note, total=total)
+        return self.last_block >= target
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self._started
+
+
+def reindex(indexer: Indexer, progress: Progress | None = None) -> ReindexFigures:
     """Indexes every final block (`Indexer.catch_up`, pipelined), then steps until caught up with
-    the blocks that became final meanwhile; counts blocks and events, reported every second."""
-    report = report or (lambda line: print(line, file=sys.stderr, flush=True))
-    started = time.monotonic()
-    last_report = started
-    blocks = events = 0
-    last_block = -1
-
-    def count(result: StepResult, *, force: bool = False) -> None:
-        nonlocal blocks, events, last_block, last_report
-        blocks += result.to_block - result.from_block + 1
-        events += result.events
-        last_block = max(last_block, result.to_block)
-        now = time.monotonic()
-        if now - last_report >= 1.0 or force:
-            last_report = now
-            rate = events / (now - started) if now > started else 0.0
-            target = indexer.target_block(result.head)
-            report(f"  block {last_block:,}/{target:,}: {blocks:,} blocks, {events:,} events, {rate:,.0f} events/s")
-
-    indexer.catch_up(count)
-    while True:
-        result = indexer.step()
-        done = result.to_block >= indexer.target_block(result.head)
-        count(result, force=done)
-        if done:
-            return ReindexFigures(blocks, events, time.monotonic() - started, last_block)
+    the blocks that became final meanwhile, showing the counts on `progress`."""
+    counts = StepCounts("reindex", indexer.target_block, progress)
+    indexer.catch_up(counts)
+    while not counts(indexer.step()):
+        pass
+    return ReindexFigures(counts.blocks, counts.events, counts.seconds, counts.last_block)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from ledger.services.reconcile import Reconciler
 from ledger.services.settlement import SettlementService
 from ledger.services.verification import Difference, verify
 from ledger.store.db import make_engine, make_session_factory
-from scripts.reindex import index_name, index_sources
+from scripts.reindex import StepCounts, index_name, index_sources
 from scripts.settings_flags import SettingsRefused, add_settings_flags, required_rpc_url, settings_from_flags
 
 
@@ -87,6 +87,8 @@ def _differences(settings: Settings, name: str | None) -> list[Difference]:
                 addresses=addresses,
                 abi=abi,
                 start_block=deployment.start_block,
+                # The chain is read up to the index's checkpoint, the head as the steps see it.
+                on_step=StepCounts("reading the chain", lambda head: head),
             )
     finally:
         engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,14 +89,19 @@ def test_a_rebuild_equals_the_chain_and_resumes_from_its_checkpoint(
         checkpoint = session.get(IndexerCheckpoint, reindex.index_name(market.deployment))
         assert checkpoint is not None
         interrupted_at = checkpoint.block_number
-    assert 0 < trade_count(sessions) < 12
+    indexed_before = trade_count(sessions)
+    assert 0 < indexed_before < 12
     assert secondary_indexes(store_engine) == MODEL_INDEXES  # built again when the bulk load failed
     monkeypatch.setattr(JsonRpcLogSource, "get_logs", real_get_logs)
     capsys.readouterr()
 
     assert run_reindex(market, database_url, tmp_path) == 0
-    out = capsys.readouterr().out
-    assert "events/s" in out
+    printed = capsys.readouterr()
+    assert "events/s" in printed.out
+    # The progress ends on the blocks it had to index, all of them, the resumed run's only.
+    (done, total, events) = re.findall(r"reindex: ([\d,]+)/([\d,]+) blocks, ([\d,]+) events", printed.err)[-1]
+    assert done == total == str(last_block - interrupted_at)
+    assert int(events) == 12 - indexed_before
     assert trade_count(sessions) == 12
     assert differences(market, sessions) == []
     assert secondary_indexes(store_engine) == MODEL_INDEXES

@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.indexer.indexer import Indexer
 from ledger.services.verification import Difference, DifferenceKind, compare
-from ledger.store.models import Participant, ParticipantEvent, Trade, TradeEvent, TradeEventKind, TradeStatus
+from ledger.store.models import (
+    IndexerCheckpoint,
+    Participant,
+    ParticipantEvent,
+    Trade,
+    TradeEvent,
+    TradeEventKind,
+    TradeStatus,
+)
 from scripts import verify_index
 from scripts.reindex import index_name
 from tests.support.market import Market
@@ -41,7 +49,8 @@ def indexed_market(market: Market, sessions: sessionmaker[Session]) -> list[str]
 
 def run_verify(
     market: Market, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
+) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr)."""
     deployment_file = tmp_path / "deployment.json"
     market.deployment.save(deployment_file)
     status = verify_index.main(
@@ -56,7 +65,8 @@ def run_verify(
             database_url,
         ]
     )
-    return status, capsys.readouterr().out
+    printed = capsys.readouterr()
+    return status, printed.out, printed.err
 
 
 def test_an_untampered_index_verifies_clean(
@@ -67,10 +77,16 @@ def test_an_untampered_index_verifies_clean(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     indexed_market(anvil_market, store_session_factory)
+    with store_session_factory() as session:
+        checkpoint = session.get(IndexerCheckpoint, index_name(anvil_market.deployment))
+        assert checkpoint is not None
+    blocks = checkpoint.block_number - anvil_market.deployment.start_block + 1
 
-    status, out = run_verify(anvil_market, database_url, tmp_path, capsys)
+    status, out, err = run_verify(anvil_market, database_url, tmp_path, capsys)
 
     assert (status, out.strip()) == (0, "the index equals the chain")
+    # The chain was read up to the index's checkpoint, with its progress shown.
+    assert f"reading the chain: {blocks:,}/{blocks:,} blocks, " in err
 
 
 def test_every_tampering_is_listed(
@@ -117,7 +133,7 @@ def test_every_tampering_is_listed(
         suspension.block_hash = "0x" + "cd" * 32
         suspension_key = (suspension.block_number, suspension.log_index)
 
-    status, out = run_verify(market, database_url, tmp_path, capsys)
+    status, out, _ = run_verify(market, database_url, tmp_path, capsys)
 
     assert status == 1
     lines = out.strip().splitlines()
@@ -160,7 +176,7 @@ def test_participants_table_is_compared_too(
     with store_session_factory.begin() as session:
         session.execute(update(Participant).values(status="active"))
 
-    status, out = run_verify(anvil_market, database_url, tmp_path, capsys)
+    status, out, _ = run_verify(anvil_market, database_url, tmp_path, capsys)
 
     assert status == 1
     assert "participants" in out and "status: chain <ParticipantStatus.SUSPENDED" in out

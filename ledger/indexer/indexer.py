@@ -220,7 +220,7 @@ class Indexer:
             _remember_blocks(session, headers[-WINDOW_BLOCKS:])
         return StepResult(from_block=first, to_block=last, events=len(events), head=head)
 
-    def catch_up(self, on_step: Callable[[StepResult], None] | None = None) -> None:
+    def catch_up(self, on_step: Callable[[StepResult], object] | None = None) -> None:
         """Index every block that is final now, as a three-stage pipeline (final mode only).
 
         For a rebuild (scripts/reindex.py): a fetcher thread reads the next ranges' headers and

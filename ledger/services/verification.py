@@ -29,7 +29,7 @@ hash is a provenance mismatch, not a missing row plus an extra one.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.domain.merkle import StandardMerkleTree
 from ledger.domain.settlement import LEAF_ENCODING
 from ledger.indexer.decoder import AbiEntry
-from ledger.indexer.indexer import Indexer, head_checkpoint_name
+from ledger.indexer.indexer import Indexer, StepResult, head_checkpoint_name
 from ledger.indexer.ports import BlockHeader, LogSource
 from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun
 from ledger.store.db import make_engine, make_session_factory, migrate
@@ -422,8 +422,10 @@ def chain_snapshot(
     start_block: int,
     last_block: int,
     max_blocks_per_step: int = 500,
+    on_step: Callable[[StepResult], object] | None = None,
 ) -> IndexSnapshot:
-    """The rows the chain implies for blocks start_block..last_block, built in a scratch database."""
+    """The rows the chain implies for blocks start_block..last_block, built in a scratch database
+    by the indexer's pipelined rebuild (`Indexer.catch_up`); `on_step` sees each range."""
     with tempfile.TemporaryDirectory(prefix="gridledger-verify-") as workdir:
         engine = make_engine(f"sqlite:///{Path(workdir) / 'chain.db'}")
         try:
@@ -440,9 +442,14 @@ def chain_snapshot(
                 max_blocks_per_step=max_blocks_per_step,
             )
             # The capped head is min(chain head, last_block): a chain shorter than the index's
-            # checkpoint stops the loop too, and the rows above it show as extra.
-            while (result := indexer.step()).to_block < result.head:
-                pass
+            # checkpoint stops it too, and the rows above it show as extra.
+            indexer.catch_up(on_step)
+            while True:  # up to the blocks the chain grew by meanwhile
+                result = indexer.step()
+                if on_step is not None:
+                    on_step(result)
+                if result.to_block >= result.head:
+                    break
             with sessions() as session:
                 return read_snapshot(session)
         finally:
@@ -457,16 +464,20 @@ def verify(
     addresses: Sequence[str],
     abi: Sequence[AbiEntry],
     start_block: int,
+    on_step: Callable[[StepResult], object] | None = None,
 ) -> list[Difference]:
     """Every difference between the index in `index_sessions` (indexer `name`) and the chain: the
-    indexed rows (`compare`), then the off-chain content and records (`content_differences`)."""
+    indexed rows (`compare`), then the off-chain content and records (`content_differences`).
+    `on_step` sees each range of blocks read from the chain."""
     with index_sessions() as session:
         until = indexed_until(session, name)
         index = read_snapshot(session)
     chain: IndexSnapshot = (
         {}
         if until is None
-        else chain_snapshot(source, addresses=addresses, abi=abi, start_block=start_block, last_block=until)
+        else chain_snapshot(
+            source, addresses=addresses, abi=abi, start_block=start_block, last_block=until, on_step=on_step
+        )
     )
     with index_sessions() as session:
         return compare(chain, index) + content_differences(chain, session, until)
