@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from sqlalchemy import Table, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.store.db import create_missing_indexes
+from ledger.store.db import create_missing_indexes, refresh_planner_statistics
 from ledger.store.models import Participant, ParticipantEvent, Trade, TradeEvent
 
 logger = logging.getLogger(__name__)
@@ -55,4 +55,5 @@ def bulk_load(sessions: sessionmaker[Session]) -> Iterator[bool]:
         if empty:
             with sessions.begin() as session:
                 created = create_missing_indexes(session.connection())
+                refresh_planner_statistics(session.connection())
             logger.info("bulk load: created the indexes %s", ", ".join(created))

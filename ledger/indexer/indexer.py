@@ -86,7 +86,7 @@ from ledger.indexer.decoder import (
 )
 from ledger.indexer.ports import BlockHeader, LogSource
 from ledger.store.chain_models import ChainBatch, ChainBatchKind, ChainDispute, ChainRun
-from ledger.store.db import dialect_insert
+from ledger.store.db import dialect_insert, refresh_planner_statistics
 from ledger.store.models import (
     Base,
     IndexedBlock,
@@ -107,6 +107,7 @@ logger = logging.getLogger(__name__)
 WINDOW_BLOCKS = 256
 PREFETCH_RANGES = 2  # ranges catch_up reads ahead of the one it decodes
 PROGRESS_LOG_SECONDS = 30.0
+STATISTICS_SECONDS = 3600.0  # how often `run` refreshes the query planner's statistics
 
 
 class ReorgBeyondFinalityError(LedgerError):
@@ -292,6 +293,7 @@ class Indexer:
         index is consistent with the new chain then, so records kept outside it can be repaired.
         """
         progress = _Progress(self.name)
+        statistics_due = time.monotonic() + STATISTICS_SECONDS
         logger.info("indexer %s: starting (confirmations %d)", self.name, self._confirmations)
         while not stop.is_set():
             try:
@@ -305,11 +307,22 @@ class Indexer:
                 continue
             if on_rollback is not None and result.rolled_back_to is not None:
                 on_rollback(result.rolled_back_to)
+            if result.events and time.monotonic() >= statistics_due:
+                statistics_due = time.monotonic() + STATISTICS_SECONDS
+                self._refresh_planner_statistics()
             target = self.target_block(result.head)
             progress.add(result, target)
             if result.to_block >= target:
                 stop.wait(poll_interval)
         logger.info("indexer %s: stopped", self.name)
+
+    def _refresh_planner_statistics(self) -> None:
+        # The tables grow while the service runs; the statistics of its start would mislead.
+        try:
+            with self._session_factory.begin() as session:
+                refresh_planner_statistics(session.connection())
+        except OperationalError as exc:
+            logger.warning("indexer %s: refreshing the query planner's statistics failed: %s", self.name, exc)
 
     def _step_head(self) -> StepResult:
         tip = self._load_checkpoint(self._head_name)

@@ -240,9 +240,24 @@ class Trade(LogProvenance, Base):
     __table_args__ = (
         Index("ix_trades_seller_delivery_start", "seller", "delivery_start"),
         Index("ix_trades_buyer_delivery_start", "buyer", "delivery_start"),
-        # A participant's trades in chain order (queries.list_trade_rows), one page at a time.
-        Index("ix_trades_seller_block_number_log_index", "seller", "block_number", "log_index"),
-        Index("ix_trades_buyer_block_number_log_index", "buyer", "block_number", "log_index"),
+        # A participant's trades in chain order (queries.list_trade_rows), one page at a time; with
+        # the delivery window, which a window filter tests on the index entry (migration 0007).
+        Index(
+            "ix_trades_seller_block_number_log_index_delivery",
+            "seller",
+            "block_number",
+            "log_index",
+            "delivery_start",
+            "delivery_end",
+        ),
+        Index(
+            "ix_trades_buyer_block_number_log_index_delivery",
+            "buyer",
+            "block_number",
+            "log_index",
+            "delivery_start",
+            "delivery_end",
+        ),
         Index("ix_trades_status", "status"),
         Index("ix_trades_delivery_start", "delivery_start"),
         # Keyset pagination order; unique because a log records one trade.
