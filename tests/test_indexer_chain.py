@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
 from eth_account import Account
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.domain.trade import SignedTrade
+from ledger.indexer import indexer as indexer_module
 from ledger.indexer.indexer import Indexer
 from ledger.signing.trader import countersigned
 from ledger.store import queries
@@ -117,3 +123,35 @@ def test_reindexing_from_scratch_gives_the_same_rows(
     with sessions() as session:
         page = queries.list_trade_rows(session, participant=seller.address, limit=100)
     assert len(page.items) == 4
+
+
+def test_the_running_indexer_refreshes_sqlite_planner_statistics_as_the_tables_grow(
+    anvil_market: Market,
+    store_session_factory: sessionmaker[Session],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's autovacuum keeps its own statistics")
+    market, sessions = anvil_market, store_session_factory
+    seller, buyer = market.participant(), market.participant()
+    record_batch(market, [market.signed(seller, buyer) for _ in range(3)])
+
+    def trades_counted() -> str | None:
+        # sqlite_stat1: "rows, rows per key" of each index, as of the last ANALYZE.
+        with sessions() as session:
+            return session.scalar(text("SELECT stat FROM sqlite_stat1 WHERE idx = 'ix_trades_status'"))
+
+    assert trades_counted() is None  # analysed when migrated, with no trade yet
+    monkeypatch.setattr(indexer_module, "STATISTICS_SECONDS", 0.0)
+    stop = threading.Event()
+    running = threading.Thread(target=make_indexer(market, sessions).run, args=(stop,), kwargs={"poll_interval": 0.05})
+    running.start()
+    try:
+        deadline = time.monotonic() + 10
+        while trades_counted() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        running.join(timeout=10)
+    assert (trades_counted() or "").split()[0] == "3"
