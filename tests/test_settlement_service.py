@@ -42,6 +42,7 @@ from ledger.services.settlement import (
     RunAction,
     SettlementService,
 )
+from ledger.services.settlement import runs as settlement_runs
 from ledger.signing.disputes import sign_dispute
 from ledger.signing.eip712 import trade_id
 from ledger.signing.trader import countersigned, new_nonce, sign_cancel_trade
@@ -469,14 +470,15 @@ def test_refusals_name_their_reason_and_write_nothing(world: World) -> None:
 CRASH_POINTS = ["before_signing", "before_broadcast", "before_receipt", "before_marking_committed"]
 
 
-def arm_crash(monkeypatch: pytest.MonkeyPatch, service: SettlementService, point: str) -> None:
+def arm_crash(monkeypatch: pytest.MonkeyPatch, world: World, point: str) -> None:
     """Makes the run die once at `point`, as a kill would (nothing after it runs)."""
-    sender = service._settler.sender
+    sender = world.context.settler.sender
+    committer = world.settlement._committer
     targets: dict[str, tuple[Any, str]] = {
-        "before_signing": (service, "_send_commit"),  # the computed run is written, nothing sent
+        "before_signing": (committer, "_send_commit"),  # the computed run is written, nothing sent
         "before_broadcast": (sender, "broadcast"),  # the tx hash is stored, the tx never left
         "before_receipt": (sender, "wait"),  # the tx is sent (and mined: automine)
-        "before_marking_committed": (service, "_mark_committed"),  # on chain, index not told
+        "before_marking_committed": (committer, "_mark_committed"),  # on chain, index not told
     }
     owner, name = targets[point]
     original = getattr(owner, name)
@@ -498,7 +500,7 @@ def test_a_run_killed_at_any_step_is_finished_by_the_next_invocation(
     with new_world(anvil.rpc_url, database_url, tmp_path) as world:
         market = two_intervals(world)
         nonce = world.settler_nonce()
-        arm_crash(monkeypatch, world.settlement, point)
+        arm_crash(monkeypatch, world, point)
         with pytest.raises(Crash):
             world.settlement.execute(*market.period)
         monkeypatch.undo()
@@ -527,7 +529,7 @@ def test_a_crash_in_the_same_process_resumes_without_a_nonce_gap(world: World, m
     the resumed commit must not wait behind that gap forever."""
     market = two_intervals(world)
     nonce = world.settler_nonce()
-    arm_crash(monkeypatch, world.settlement, "before_broadcast")
+    arm_crash(monkeypatch, world, "before_broadcast")
     with pytest.raises(Crash):
         world.settlement.execute(*market.period)
     monkeypatch.undo()
@@ -539,7 +541,7 @@ def test_inputs_changed_while_a_run_was_interrupted(world: World, monkeypatch: p
     """The interrupted run is finished as it was computed, then the new inputs make version 2."""
     market = two_intervals(world)
     start, _ = market.period
-    arm_crash(monkeypatch, world.settlement, "before_signing")
+    arm_crash(monkeypatch, world, "before_signing")
     with pytest.raises(Crash):
         world.settlement.execute(*market.period)
     monkeypatch.undo()
@@ -580,7 +582,7 @@ def test_a_run_killed_while_writing_leaves_nothing_behind(world: World, monkeypa
     """The computed run is one transaction: killed half-way through its lines, nothing is stored,
     and the next invocation computes it afresh."""
     market = two_intervals(world)
-    original, calls = settlement_module._insert_rows, []
+    original, calls = settlement_runs._insert_rows, []
 
     def insert_then_crash(*args: Any) -> None:
         calls.append(args)
@@ -588,7 +590,7 @@ def test_a_run_killed_while_writing_leaves_nothing_behind(world: World, monkeypa
         if len(calls) == 3:  # run, trades and reading batches written; lines half-way
             raise Crash("writing lines")
 
-    monkeypatch.setattr(settlement_module, "_insert_rows", insert_then_crash)
+    monkeypatch.setattr(settlement_runs, "_insert_rows", insert_then_crash)
     with pytest.raises(Crash):
         world.settlement.execute(*market.period)
     monkeypatch.undo()

@@ -79,7 +79,7 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
     (the default) each statement of a transaction takes its own snapshot anyway, so the BEGIN and
     the ROLLBACK on return would be two round trips for nothing. A reader that needs one snapshot
     for several statements asks for REPEATABLE READ on its connection, which begins a transaction
-    (`ledger.services.settlement._one_snapshot`), and so does a server-side cursor
+    (`ledger.services.settlement.inputs._one_snapshot`), and so does a server-side cursor
     (`begin_read_transaction`). On SQLite a read transaction is one snapshot."""
     if read_only:
         options: dict[str, Any] = {_READ_ONLY: True}
