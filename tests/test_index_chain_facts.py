@@ -5,6 +5,7 @@ content; a reorg rolls them back."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -17,6 +18,7 @@ from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun, chain_
 from ledger.store.metering_models import MeterReadingRow, ReadingBatchRow
 from ledger.store.models import IndexerCheckpoint
 from ledger.store.settlement_models import Dispute, SettlementRun, StatementLine
+from scripts.progress import Progress
 from scripts.reindex import index_sources, reindex, reset_index
 from tests.support.settled_world import chain_rows, settle_with_corrections, world_with
 from tests.test_settlement_service import World, two_intervals
@@ -89,7 +91,7 @@ def test_the_services_and_a_reindex_write_the_same_chain_facts(
                 confirmations=1,
                 name=world.ledger.indexer.name,
             )
-            figures = reindex(rebuilt, report=lambda _line: None)
+            figures = reindex(rebuilt, Progress("reindex", 1, stream=io.StringIO()))  # quiet
         assert figures.events > 0
         assert chain_rows(sessions) == written
         assert content_counts(world) == content
