@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -16,6 +17,7 @@ from ledger.indexer import indexer as indexer_module
 from ledger.indexer.indexer import Indexer
 from ledger.signing.trader import countersigned
 from ledger.store import queries
+from ledger.store.db import make_engine, make_session_factory, migrate
 from tests.support.market import Market
 
 
@@ -126,14 +128,12 @@ def test_reindexing_from_scratch_gives_the_same_rows(
 
 
 def test_the_running_indexer_refreshes_sqlite_planner_statistics_as_the_tables_grow(
-    anvil_market: Market,
-    store_session_factory: sessionmaker[Session],
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    anvil_market: Market, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's autovacuum keeps its own statistics")
-    market, sessions = anvil_market, store_session_factory
+    """SQLite only: PostgreSQL's autovacuum keeps its own statistics."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'statistics.db'}")
+    migrate(engine)
+    market, sessions = anvil_market, make_session_factory(engine)
     seller, buyer = market.participant(), market.participant()
     record_batch(market, [market.signed(seller, buyer) for _ in range(3)])
 
@@ -155,3 +155,4 @@ def test_the_running_indexer_refreshes_sqlite_planner_statistics_as_the_tables_g
         stop.set()
         running.join(timeout=10)
     assert (trades_counted() or "").split()[0] == "3"
+    engine.dispose()

@@ -292,16 +292,23 @@ def test_a_dropped_dispute_is_relayed_again_and_a_dropped_resolution_reopens_it(
     assert differences(world) == []
 
 
-def test_verify_index_repairs_a_stale_record_on_demand(
-    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A reorg the service did not see (its indexer rolled back, it stopped before repairing)."""
+def batch_dropped_by_an_unrepaired_reorg(world: World) -> str:
+    """A reading batch committed, then dropped by a reorg the index followed but nobody repaired:
+    its record still says committed."""
     g = world.participant(ParticipantKind.GENERATOR)
     start, _ = world.future_period(1)
     batch_id = world.metering.import_readings([MeterReading(g.address, start, 1_000, 0)], source="test").batch_id
     world.index()
     world.rpc.call("anvil_reorg", 1, [])
     index_through_reorg(world)
+    return batch_id
+
+
+def test_verify_index_repairs_a_stale_record_on_demand(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reorg the service did not see (its indexer rolled back, it stopped before repairing)."""
+    batch_id = batch_dropped_by_an_unrepaired_reorg(world)
     settings = world.context.settings
     flags = ["--rpc-url", world.context.rpc.url, "--chain-id", str(settings.chain_id)]
     flags += ["--deployment-file", str(settings.deployment_file), "--database-url", settings.database_url]
@@ -320,12 +327,7 @@ def test_start_up_repair_checks_every_record_when_the_index_window_cannot_be_rea
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The service's indexer thread runs `at_start` first: a database hiccup there must not kill it."""
-    g = world.participant(ParticipantKind.GENERATOR)
-    start, _ = world.future_period(1)
-    batch_id = world.metering.import_readings([MeterReading(g.address, start, 1_000, 0)], source="test").batch_id
-    world.index()
-    world.rpc.call("anvil_reorg", 1, [])
-    index_through_reorg(world)
+    batch_id = batch_dropped_by_an_unrepaired_reorg(world)
     read_sessions = world.context.read_sessions
     failures = iter([OperationalError("SELECT min(number)", {}, Exception("database is locked"))])
 
