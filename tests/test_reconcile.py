@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from eth_utils import keccak
@@ -40,6 +41,8 @@ from tests.test_settlement_service import World, two_intervals
 CONFIRMATIONS = 3
 TX, OTHER_TX = "0x" + "aa" * 32, "0x" + "bb" * 32
 HERE = Location(TX, 10)
+
+Row = TypeVar("Row")
 
 
 # --- the rule ----------------------------------------------------------------------------------
@@ -111,11 +114,16 @@ def commit_logs(world: World, contract: str, signature: str, key: str) -> list[d
     )
 
 
-def batch_row(world: World, batch_id: str) -> ReadingBatchRow:
+def stored(world: World, model: type[Row], key: str) -> Row:
+    """The service's record `key` as stored now."""
     with world.context.sessions() as session:
-        row = session.get(ReadingBatchRow, batch_id)
+        row = session.get(model, key)
         assert row is not None
         return row
+
+
+def batch_row(world: World, batch_id: str) -> ReadingBatchRow:
+    return stored(world, ReadingBatchRow, batch_id)
 
 
 def test_a_reading_batch_moves_waits_and_is_committed_again_once(world: World) -> None:
@@ -182,17 +190,11 @@ READING_COMMITTED = metering_module.READINGS.event
 
 
 def run_row(world: World, run_id: str) -> SettlementRun:
-    with world.context.sessions() as session:
-        row = session.get(SettlementRun, run_id)
-        assert row is not None
-        return row
+    return stored(world, SettlementRun, run_id)
 
 
 def dispute_row(world: World, dispute_id: str) -> Dispute:
-    with world.context.sessions() as session:
-        row = session.get(Dispute, dispute_id)
-        assert row is not None
-        return row
+    return stored(world, Dispute, dispute_id)
 
 
 def test_a_run_commit_moves_with_its_block_and_once_dropped_is_committed_again_never_twice(world: World) -> None:
