@@ -4,7 +4,8 @@ it, and every non-public read lands in the access log first."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,19 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import Engine, select
 
 from api import problems
 from api.auth import AccessLogMiddleware, ReaderDep
 from api.rate_limit import Rate, RateLimit
+from ledger.auth.scopes import ROLES
+from ledger.chain.node import LocalNode
 from ledger.config import Settings
 from ledger.domain.units import INTERVAL_SECONDS
-from ledger.services.access import AccessService
+from ledger.services.access import OPERATOR, AccessLog, AccessRecord, AccessService
+from ledger.store.access_models import AccessLogEntry
 from ledger.store.db import make_engine, make_session_factory
-from tests.support.service import RunningService, anvil_service, iso, serve
+from tests.support.service import RunningService, anvil_service, iso, running_service, serve
 
 PROBLEM = "application/problem+json"
 
@@ -253,3 +258,55 @@ def test_an_answer_whose_access_log_entry_cannot_be_written_is_a_503(tmp_path: P
     finally:
         app.state.access.log.close()
         engine.dispose()
+
+
+# --- hostile values in the access log, on both databases ------------------------------------
+
+
+@pytest.fixture
+def db_api(anvil: LocalNode, database_url: str, tmp_path: Path) -> Iterator[RunningService]:
+    with running_service(anvil.rpc_url, database_url, tmp_path) as running:
+        yield running
+
+
+def test_an_entry_the_database_cannot_store_as_sent_fails_no_other_read(db_api: RunningService) -> None:
+    """A NUL in a path (PostgreSQL's text cannot hold it) is logged percent-encoded; and the
+    requests logged in the same batch as any entry the database refuses still get their data."""
+    context = db_api.service.context
+    other = AccessService(db_api.settings, context.sessions, context.read_sessions).issue("other", ROLES["auditor"])
+    hostile = httpx.Client(base_url=str(db_api.client.base_url), headers={"Authorization": f"Bearer {other.token}"})
+
+    def read(index: int) -> int:
+        if index % 10 == 0:
+            return hostile.get("/trades/%00").status_code
+        return db_api.client.get("/trades/0x" + "00" * 32).status_code
+
+    with hostile, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(read, range(120)))
+    assert 503 not in statuses and 500 not in statuses
+    logged = db_api.client.get("/access-log", params={"principal": "other", "limit": 500}).json()["items"]
+    assert [entry["path"] for entry in logged] == ["/trades/%00"] * 12
+
+    # Every value filtered on is refused at the edge when the database cannot compare it.
+    assert_problem(db_api.client.get("/access-log", params={"cursor": "9" * 20}), 422, "validation_error")
+    assert_problem(db_api.client.get("/access-log", params={"principal": "\x00"}), 422, "validation_error")
+    assert db_api.client.get("/access-log", params={"cursor": str(2**63 - 1)}).json()["items"] == []
+
+
+def test_one_entry_the_database_refuses_fails_its_own_request_only(store_engine: Engine) -> None:
+    log = AccessLog(store_engine)
+    at = datetime.now(UTC)
+    records = [
+        AccessRecord(OPERATOR, "GET", f"/trades/{index}", "", 2**70 if index == 25 else 200, "127.0.0.1", at)
+        for index in range(50)
+    ]
+    try:
+        # The writer takes the first entry alone; the others queue up meanwhile, into one batch.
+        futures = [log.append(record) for record in records]
+        wait(futures, timeout=30)
+    finally:
+        log.close()
+    assert [future.exception() is not None for future in futures] == [index == 25 for index in range(50)]
+    with store_engine.connect() as connection:
+        rows = connection.execute(select(AccessLogEntry.path).order_by(AccessLogEntry.id)).scalars().all()
+    assert rows == [f"/trades/{index}" for index in range(50) if index != 25]

@@ -15,9 +15,12 @@ from eth_utils import to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import CheckConstraint, Engine, MetaData, String, delete, inspect, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.auth import access_chain
 from ledger.auth.scopes import PrincipalKind
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ConflictError, NotFoundError, ValidationError
@@ -54,7 +57,7 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
@@ -553,24 +556,35 @@ def test_sqlite_read_sessions_do_not_wait_for_a_writer(tmp_path: Path) -> None:
 
 
 def test_the_access_log_is_append_only(store_session_factory: sessionmaker[Session]) -> None:
-    entry = access_models.AccessLogEntry(
-        at=datetime.now(UTC),
-        principal_kind=PrincipalKind.TOKEN,
-        principal="auditor-1",
-        token_id="0123456789abcdef",
-        method="GET",
-        path="/trades",
-        query="",
-        status=200,
-        client="127.0.0.1",
-    )
+    fields: dict[str, Any] = {
+        "at": datetime.now(UTC),
+        "principal_kind": PrincipalKind.TOKEN,
+        "principal": "auditor-1",
+        "token_id": "0123456789abcdef",
+        "method": "GET",
+        "path": "/trades",
+        "query": "",
+        "status": 200,
+        "client": "127.0.0.1",
+    }
+    chained = {**fields, "prev_hash": access_chain.GENESIS, "hash": access_chain.link(access_chain.GENESIS, fields)}
     with store_session_factory() as session:
-        session.add(entry)
+        session.add(access_models.AccessLogEntry(**chained))
         session.commit()
-    for change in (
+        entry_id = session.scalars(select(access_models.AccessLogEntry.id)).one()
+    table = access_models.AccessLogEntry
+    replacement = {**chained, "id": entry_id, "status": 404}
+    dialect = store_session_factory.kw["bind"].dialect.name
+    upsert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect]
+    changes = [
         update(access_models.AccessLogEntry).values(status=404),
         delete(access_models.AccessLogEntry),
-    ):
+        upsert(table).values(replacement).on_conflict_do_update(index_elements=["id"], set_={"status": 404}),
+    ]
+    if dialect == "sqlite":
+        # INSERT OR REPLACE deletes the row it replaces without firing SQLite's DELETE trigger.
+        changes.append(sqlite_insert(table).prefix_with("OR REPLACE").values(replacement))
+    for change in changes:
         with store_session_factory() as session, pytest.raises(DBAPIError, match="append-only"):
             session.execute(change)
             session.flush()
