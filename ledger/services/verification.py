@@ -420,7 +420,7 @@ def _access_log_entries(session: Session) -> Iterator[Mapping[str, Any]]:
         if after is not None:
             query = query.where(AccessLogEntry.id > after)
         page = session.execute(query).mappings().all()
-        yield from page
+        yield from (dict(row) for row in page)
         if len(page) < _ACCESS_LOG_CHUNK:
             return
         after = page[-1]["id"]
