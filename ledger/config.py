@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ledger.chain.node import DEV_ACCOUNT_KEYS
 
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, ge=1)
     token_rate_limit_per_second: float = Field(default=200.0, ge=0)
     token_rate_limit_burst: int = Field(default=400, ge=1)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated IP
+    # addresses or networks, e.g. "10.0.0.2,192.168.0.0/24"); none by default: the client address
+    # (rate limit, access log) is then the peer's.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Every access-log entry is committed before its answer is sent, and (by default) flushed to
     # the disk. Off, the commit does not wait for the disk: an entry survives a crash of the
@@ -74,6 +79,15 @@ class Settings(BaseSettings):
     # so changing one makes the next run of a period a new version. uint32 on chain.
     tolerance_bps: int = Field(default=300, ge=0, le=2**32 - 1)
     penalty_bps: int = Field(default=2000, ge=0, le=2**32 - 1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        for item in value if isinstance(value, list | tuple) else ():
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad address
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -3,7 +3,8 @@ it, and every non-public read lands in the access log first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,16 +19,16 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
-from api import problems
+from api import problems, rate_limit
 from api.auth import AccessLogMiddleware, ReaderDep
-from api.rate_limit import Rate, RateLimit
 from ledger.auth.scopes import ROLES
+from ledger.auth.tokens import new_token
 from ledger.chain.node import LocalNode
 from ledger.config import Settings
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.services.access import OPERATOR, AccessLog, AccessRecord, AccessService
 from ledger.store.access_models import AccessLogEntry
-from ledger.store.db import make_engine, make_session_factory
+from ledger.store.db import make_engine, make_session_factory, migrate
 from tests.support.service import RunningService, anvil_service, iso, running_service, serve
 
 PROBLEM = "application/problem+json"
@@ -229,17 +230,68 @@ def _probe_app() -> FastAPI:
     return app
 
 
-def test_requests_beyond_the_rate_are_refused_with_retry_after() -> None:
-    app = _probe_app()
-    app.add_middleware(RateLimit, anonymous=Rate(0.5, 3), with_token=Rate(0.5, 5))
-    with serve(app) as url, httpx.Client(base_url=url) as client:
+@pytest.fixture
+def limited(tmp_path: Path) -> Iterator[Callable[..., FastAPI]]:
+    """Probe apps with the rate limits of `Settings(**overrides)` and a migrated database."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'limits.db'}")
+    migrate(engine)
+    services: list[AccessService] = []
+
+    def app(**overrides: Any) -> FastAPI:
+        settings = Settings(_env_file=None, operator_token=SecretStr("probe-operator-token"), **overrides)  # type: ignore[call-arg]
+        probe = _probe_app()
+        probe.add_middleware(AccessLogMiddleware)
+        rate_limit.install(probe, settings)
+        probe.state.access = AccessService(settings, make_session_factory(engine), make_session_factory(engine))
+        services.append(probe.state.access)
+        return probe
+
+    yield app
+    for service in services:
+        service.log.close()
+    engine.dispose()
+
+
+SLOW = {"rate_limit_per_second": 0.5, "rate_limit_burst": 3, "token_rate_limit_per_second": 0.5}
+
+
+def test_requests_beyond_the_rate_are_refused_with_retry_after(limited: Callable[..., FastAPI]) -> None:
+    with serve(limited(**SLOW, token_rate_limit_burst=5)) as url, httpx.Client(base_url=url) as client:
         assert [client.get("/open").status_code for _ in range(3)] == [200, 200, 200]
         refused = client.get("/open")
         problem = assert_problem(refused, 429, "rate_limited")
         assert int(refused.headers["retry-after"]) >= 1 and problem["retryAfterSeconds"] >= 1
-        # A token has a bucket of its own (the endpoint then answers 401 for the unknown token).
-        statuses = [client.get("/open", headers={"Authorization": "Bearer t"}).status_code for _ in range(6)]
+        # A valid token has a bucket of its own.
+        operator = {"Authorization": "Bearer probe-operator-token"}
+        statuses = [client.get("/private", headers=operator).status_code for _ in range(6)]
         assert statuses == [200] * 5 + [429]
+
+
+def test_random_bearer_tokens_count_against_the_address(limited: Callable[..., FastAPI]) -> None:
+    with serve(limited(**SLOW, token_rate_limit_burst=1000)) as url, httpx.Client(base_url=url) as client:
+        statuses = [
+            client.get("/open", headers={"Authorization": f"Bearer {token}"}).status_code
+            for token in [f"x{secrets.token_hex(8)}" for _ in range(150)] + [new_token()[1] for _ in range(150)]
+        ]
+    assert statuses.count(200) <= 3 + 1 and statuses.count(429) >= 296
+
+
+def test_forwarded_addresses_count_from_a_trusted_proxy_only(limited: Callable[..., FastAPI]) -> None:
+    def statuses(url: str) -> list[int]:
+        with httpx.Client(base_url=url) as client:
+            return [
+                client.get("/open", headers={"X-Forwarded-For": f"203.0.113.{index % 250}"}).status_code
+                for index in range(300)
+            ]
+
+    with serve(limited(**SLOW)) as url:  # the peer 127.0.0.1 is no proxy of ours
+        assert statuses(url).count(200) <= 3 + 1
+    with serve(limited(**SLOW, trusted_proxies="10.0.0.0/8, 127.0.0.1")) as url:
+        counted = statuses(url)  # each forwarded address has its bucket: 2 requests each of 250
+        assert counted.count(200) == 300
+        with httpx.Client(base_url=url) as client:
+            same = [client.get("/open", headers={"X-Forwarded-For": "198.51.100.7"}).status_code for _ in range(5)]
+        assert same == [200] * 3 + [429] * 2
 
 
 def test_an_answer_whose_access_log_entry_cannot_be_written_is_a_503(tmp_path: Path) -> None:

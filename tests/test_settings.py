@@ -19,3 +19,11 @@ def test_a_command_refuses_them_with_exit_code_2_naming_the_setting(capsys: pyte
     code = reindex.main(["--rpc-url", "http://127.0.0.1:9", "--confirmations", "256"])
     assert code == 2
     assert "confirmations" in capsys.readouterr().err
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIDLEDGER_TRUSTED_PROXIES", "10.0.0.2, 192.168.0.0/24")
+    assert Settings(_env_file=None).trusted_proxies == ("10.0.0.2", "192.168.0.0/24")  # type: ignore[call-arg]
+    assert Settings(_env_file=None, trusted_proxies="").trusted_proxies == ()  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        Settings(_env_file=None, trusted_proxies="proxy.example")  # type: ignore[call-arg]
