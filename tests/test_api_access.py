@@ -204,6 +204,24 @@ def test_sign_in_over_http_refuses_a_stranger_another_domain_and_a_signed_out_to
         assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
+def test_a_sign_in_relayed_by_another_site_is_refused_whatever_host_it_names(api: RunningService, book: Book) -> None:
+    """Without GRIDLEDGER_SIWE_DOMAIN, messages must name the address the service serves, not the
+    Host header, which a phishing site relaying its visitors' signatures sets as it likes."""
+    evil = {"Host": "evil.example"}
+    served = api.public.base_url.netloc.decode()
+    challenge = api.public.get("/auth/siwe/nonce", params={"address": book.a.address}, headers=evil).json()
+    assert (challenge["domain"], challenge["uri"]) == (served, f"http://{served}/")
+    relayed = challenge["message"].replace(served, "evil.example")
+    answer = api.public.post("/auth/siwe", json={"message": relayed, "signature": _sign(book.a, relayed)}, headers=evil)
+    assert assert_problem(answer, 422, "siwe_invalid")["field"] == "message.domain"
+
+    # The right domain, and a URI on the phishing site: refused too.
+    message = api.public.get("/auth/siwe/nonce", params={"address": book.a.address}).json()["message"]
+    elsewhere = message.replace(f"URI: http://{served}/", "URI: https://evil.example/")
+    answer = api.public.post("/auth/siwe", json={"message": elsewhere, "signature": _sign(book.a, elsewhere)})
+    assert assert_problem(answer, 422, "siwe_invalid")["field"] == "message.uri"
+
+
 def _sign(account: LocalAccount, message: str) -> str:
     return account.sign_message(encode_defunct(text=message)).signature.to_0x_hex()
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -210,21 +210,31 @@ class AccessService:
             session.add(SiweNonce(nonce=challenge.nonce, issued_at=now, expires_at=challenge.expires_at))
         return challenge
 
-    def sign_in(self, message: str, signature: str, *, domain: str) -> IssuedToken:
-        """A trader's token for a signed EIP-4361 message. SiweError (422, naming the term) for a
-        message that does not conform or is not for us; Forbidden for a signer that is not a
-        registered participant. The nonce is consumed in the same transaction that stores the
-        token, so a message signs in once at most."""
+    def sign_in_terms(self, served: str, scheme: str) -> tuple[str, str]:
+        """(domain, URI origin) a sign-in message must name: the settings', else the authority
+        this service serves (`served`: the address its socket took the request on, never the
+        client's Host header, which a relaying phishing site chooses) with the request's scheme.
+        Production always has them set (ledger.config)."""
+        domain = self._settings.siwe_domain or served
+        return domain, self._settings.siwe_uri or f"{scheme}://{domain}"
+
+    def sign_in(self, message: str, signature: str, *, domain: str, origin: str) -> IssuedToken:
+        """A trader's token for a signed EIP-4361 message naming `domain` and a URI of `origin`
+        (`sign_in_terms`). SiweError (422, naming the term) for a message that does not conform
+        or is not for us; Forbidden for a signer that is not a registered participant. The nonce
+        is consumed in the same transaction that stores the token, so a message signs in once at
+        most."""
         parsed = SiweMessage.parse(message)
         signer = signer_of(message, signature)
         if signer != parsed.address:
             raise SiweError("the signature is not the message's address's", field="signature", signer=signer)
-        expected_domain = self._settings.siwe_domain or domain
-        if parsed.domain != expected_domain:
+        if parsed.domain != domain:
             raise SiweError(
-                f"the message is for {parsed.domain}, not {expected_domain}",
-                field="message.domain",
-                expected=expected_domain,
+                f"the message is for {parsed.domain}, not {domain}", field="message.domain", expected=domain
+            )
+        if uri_origin(parsed.uri) != origin.lower():
+            raise SiweError(
+                f"the message's URI is not on {origin}", field="message.uri", expected=origin, uri=parsed.uri
             )
         if parsed.chain_id != self._settings.chain_id:
             raise SiweError(
@@ -439,6 +449,12 @@ def storable(text: str) -> str:
     if text.isascii() and text.isprintable():
         return text
     return "".join(char if " " <= char <= "~" else quote(char, safe="") for char in text)
+
+
+def uri_origin(uri: str) -> str:
+    """The origin (`scheme://authority`, lower case) of a URI."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _scopes(text: str) -> frozenset[Scope]:
