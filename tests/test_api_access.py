@@ -17,7 +17,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from api import problems, rate_limit
 from api.auth import AccessLogMiddleware, ReaderDep
@@ -27,6 +27,7 @@ from ledger.chain.node import LocalNode
 from ledger.config import Settings
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.services.access import OPERATOR, AccessLog, AccessRecord, AccessService
+from ledger.services.verification import access_log_differences
 from ledger.store.access_models import AccessLogEntry
 from ledger.store.db import make_engine, make_session_factory, migrate
 from tests.support.service import RunningService, anvil_service, iso, running_service, serve
@@ -380,3 +381,27 @@ def test_one_entry_the_database_refuses_fails_its_own_request_only(store_engine:
     with store_engine.connect() as connection:
         rows = connection.execute(select(AccessLogEntry.path).order_by(AccessLogEntry.id)).scalars().all()
     assert rows == [f"/trades/{index}" for index in range(50) if index != 25]
+
+
+def test_writers_of_several_processes_keep_one_chain(database_url: str) -> None:
+    """Each API process has its own writer: the chain's head is read and appended under a lock."""
+    engines = [make_engine(database_url) for _ in range(3)]
+    migrate(engines[0])
+    logs = [AccessLog(engine) for engine in engines]
+    at = datetime.now(UTC)
+
+    def write(index: int) -> None:
+        log = logs[index % len(logs)]
+        log.append(AccessRecord(OPERATOR, "GET", f"/trades/{index}", "", 200, "127.0.0.1", at)).result(timeout=60)
+
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(write, range(300)))
+    finally:
+        for log in logs:
+            log.close()
+    with make_session_factory(engines[0])() as session:
+        assert session.scalar(select(func.count()).select_from(AccessLogEntry)) == 300
+        assert access_log_differences(session) == []
+    for engine in engines:
+        engine.dispose()
