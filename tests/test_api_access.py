@@ -362,6 +362,8 @@ def test_an_entry_the_database_cannot_store_as_sent_fails_no_other_read(db_api: 
     assert_problem(db_api.client.get("/access-log", params={"cursor": "9" * 20}), 422, "validation_error")
     assert_problem(db_api.client.get("/access-log", params={"principal": "\x00"}), 422, "validation_error")
     assert db_api.client.get("/access-log", params={"cursor": str(2**63 - 1)}).json()["items"] == []
+    beyond_9999 = {"from": "9999-12-31T23:59:59-12:00", "to": "9999-12-31T23:59:59-13:00"}
+    assert db_api.client.get("/access-log", params=beyond_9999).json()["items"] == []
 
 
 def test_one_entry_the_database_refuses_fails_its_own_request_only(store_engine: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -18,6 +19,9 @@ from ledger.services.access import storable
 from ledger.store.queries import MAX_PAGE_SIZE
 
 MAX_ENTRY_ID = 2**63 - 1  # the ids are 64-bit integers
+# The last second a datetime holds: a bound beyond it (9999-12-31T23:59:59-12:00 is one) means
+# the same for a log written in our time.
+LATEST = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
 
 router = APIRouter(tags=["audit"], responses=problem_responses(401, 403, 422))
 
@@ -48,8 +52,8 @@ def list_access_log(
     rows = access.entries(
         session,
         principal=principal,
-        since=None if since is None else to_datetime(since),
-        until=None if until is None else to_datetime(until),
+        since=None if since is None else to_datetime(min(since, LATEST)),
+        until=None if until is None else to_datetime(min(until, LATEST)),
         after_id=None if cursor is None else int(cursor),
         limit=limit + 1,
     )
