@@ -25,7 +25,7 @@ from ledger.domain.market import TradeVolume, interval_aggregates
 from ledger.domain.settlement import round_half_even
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import Forbidden, InvalidToken, TokenExpired, TokenRevoked
-from ledger.services.access import AccessService
+from ledger.services.access import OPERATOR, AccessRecord, AccessService, _entry, storable
 from ledger.store.models import Participant, ParticipantStatus
 from tests.store_fixtures import *  # noqa: F403
 
@@ -375,3 +375,10 @@ def test_messages_interoperate_with_the_siwe_reference_library() -> None:
     assert (theirs.address, theirs.nonce, theirs.chain_id) == (seen["theirs"]["address"], "zyxwvuts98", CHAIN_ID)
     assert theirs.expiration_time == T0 + timedelta(minutes=5)
     assert signer_of(seen["theirs"]["text"], seen["theirs"]["signature"]) == theirs.address
+
+
+def test_logged_texts_are_storable_and_keep_what_was_sent() -> None:
+    record = AccessRecord(OPERATOR, "GET", "/trades/\x00/é/%", "a=%00&b=\xe9\x80", 200, "10.0.0.1\x00", T0)
+    row = _entry(record)
+    assert (row["path"], row["query"], row["client"]) == ("/trades/%00/%C3%A9/%25", "a=%00&b=%E9%80", "10.0.0.1%00")
+    assert storable("Prüfer GmbH") == "Prüfer GmbH" and storable("a\nb") == "a%0Ab"

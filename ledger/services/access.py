@@ -430,8 +430,8 @@ def _entry(record: AccessRecord) -> dict[str, object]:
         "principal": storable(principal.name)[:100],
         "token_id": principal.token_id,
         "method": storable(record.method)[:8],
-        "path": quote(record.path, safe=_PATH_SAFE)[:512],
-        "query": storable(record.query)[:1024],
+        "path": quote(record.path, safe=_PATH_SAFE, errors="surrogatepass")[:512],
+        "query": _query(record.query)[:1024],
         "status": record.status,
         "client": storable(record.client)[:64] if record.client else None,
     }
@@ -443,12 +443,20 @@ _PATH_SAFE = "/!$&'()*+,;=:@"
 
 
 def storable(text: str) -> str:
-    """`text` with each control character (NUL included: PostgreSQL's text cannot hold it) and
-    each character beyond ASCII percent-encoded (as UTF-8), so every value a client sends can
-    be logged. Query strings arrive percent-encoded already; they keep their form."""
-    if text.isascii() and text.isprintable():
+    """`text` with each character that is not printable percent-encoded (as UTF-8): NUL, which
+    PostgreSQL's text cannot hold, and the other control characters, which no log should hold
+    raw. Printable text, non-ASCII included, is kept as it is."""
+    if text.isprintable():
         return text
-    return "".join(char if " " <= char <= "~" else quote(char, safe="") for char in text)
+    return "".join(char if char.isprintable() else quote(char, safe="", errors="surrogatepass") for char in text)
+
+
+def _query(query: str) -> str:
+    """A query string as sent: it comes decoded as Latin-1 (a character a byte), so each byte
+    beyond printable ASCII is percent-encoded as itself."""
+    if query.isascii() and query.isprintable():
+        return query
+    return "".join(char if " " <= char <= "~" else f"%{ord(char):02X}" for char in query)
 
 
 def uri_origin(uri: str) -> str:
