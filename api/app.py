@@ -9,10 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import explorer, problems
+from api import explorer, problems, rate_limit
 from api.auth import AccessLogMiddleware
 from api.body_limit import BodyLimit
-from api.rate_limit import Rate, RateLimit
 from api.routers import (
     access_log,
     audit,
@@ -97,11 +96,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
     # The last added runs first: refuse floods before reading bodies, and bodies before logging.
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    app.add_middleware(
-        RateLimit,
-        anonymous=Rate(settings.rate_limit_per_second, settings.rate_limit_burst),
-        with_token=Rate(settings.token_rate_limit_per_second, settings.token_rate_limit_burst),
-    )
+    rate_limit.install(app, settings)
     app.state.settings = settings
     if service is not None:
         app.state.service = service

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ledger.chain.node import DEV_ACCOUNT_KEYS
 
@@ -47,9 +49,12 @@ class Settings(BaseSettings):
     # Bearer token that operator endpoints require (register, suspend, reinstate).
     operator_token: SecretStr = SecretStr(LOCAL_OPERATOR_TOKEN)
 
-    # Sign-In with Ethereum: the domain a message must name (None: the Host the request came to),
-    # how long a nonce may wait for its signature, and how long a trader's token lasts.
+    # Sign-In with Ethereum: the domain a message must name and the origin its URI must be on
+    # (None, locally only: the address the service serves, as its socket says, and the request's
+    # scheme; production needs both), how long a nonce may wait for its signature, and how long
+    # a trader's token lasts.
     siwe_domain: str | None = None
+    siwe_uri: str | None = Field(default=None, description="an origin, e.g. https://ledger.example.com")
     siwe_nonce_ttl_seconds: int = Field(default=300, ge=10, le=3600)
     trader_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
 
@@ -59,6 +64,10 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, ge=1)
     token_rate_limit_per_second: float = Field(default=200.0, ge=0)
     token_rate_limit_burst: int = Field(default=400, ge=1)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated IP
+    # addresses or networks, e.g. "10.0.0.2,192.168.0.0/24"); none by default: the client address
+    # (rate limit, access log) is then the peer's.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Every access-log entry is committed before its answer is sent, and (by default) flushed to
     # the disk. Off, the commit does not wait for the disk: an entry survives a crash of the
@@ -75,6 +84,25 @@ class Settings(BaseSettings):
     tolerance_bps: int = Field(default=300, ge=0, le=2**32 - 1)
     penalty_bps: int = Field(default=2000, ge=0, le=2**32 - 1)
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        for item in value if isinstance(value, list | tuple) else ():
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad address
+        return value
+
+    @field_validator("siwe_uri")
+    @classmethod
+    def _origin_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+            raise ValueError("must be an origin: http(s)://host[:port], without a path")
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment == "production":
@@ -87,4 +115,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"placeholder secrets are refused in production: {sorted(placeholders)}")
             if self.rpc_url is None:
                 raise ValueError("production needs GRIDLEDGER_RPC_URL; it never starts a local node")
+            if self.siwe_domain is None or self.siwe_uri is None:
+                # Otherwise a sign-in message names what the request says, which a site relaying
+                # its visitors' signatures chooses.
+                raise ValueError(
+                    "production needs GRIDLEDGER_SIWE_DOMAIN and GRIDLEDGER_SIWE_URI: the domain and the "
+                    "origin (https://…) that traders' sign-in messages must name"
+                )
         return self

@@ -178,7 +178,8 @@ def _serve(app: FastAPI, listener: socket.socket, access_log: bool) -> None:
     # keep it out of the collector's full passes, which otherwise walk it all again and again.
     gc.collect()
     gc.freeze()
-    config = uvicorn.Config(app, log_level="info", access_log=access_log)
+    # Proxy headers are the app's to believe or not (GRIDLEDGER_TRUSTED_PROXIES): uvicorn would trust 127.0.0.1.
+    config = uvicorn.Config(app, log_level="info", access_log=access_log, proxy_headers=False)
     uvicorn.Server(config).run(sockets=[listener])
 
 

@@ -6,7 +6,9 @@ then checks the off-chain content against what the chain committed: the stored r
 prices of each batch must hash to the batch's root, the statement lines of each run to the run's
 root, each dispute's reason to its hash on chain; and the services' own records of batches, runs,
 disputes and relayed trades must not contradict the chain (a record a reorg left stale shows as
-a `content:` line naming the table, the id and the field).
+a `content:` line naming the table, the id and the field). Last, the access log's chain of hashes:
+its first broken link (an entry changed, removed or inserted behind the service's back) shows as a
+`tampered:` line.
 
 With --repair, stale records are repaired as the running service does after a rollback
 (ledger/services/reconcile.py: moved to where their transaction was mined again, unconfirmed
@@ -16,7 +18,8 @@ needs the services' keys in the settings (as scripts/settle.py does).
 
 Exit status 0 when the index equals what the chain says (up to the block the index claims), 1
 with the list of differences otherwise (missing rows, extra rows, fields that differ with both
-values, provenance mismatches, content that does not match its root), 2 for bad settings.
+values, provenance mismatches, content that does not match its root, a broken link of the access
+log), 2 for bad settings.
 
     python -m scripts.verify_index --rpc-url http://127.0.0.1:8545 --database-url sqlite:///var/gridledger.db
     python -m scripts.verify_index ... --repair

@@ -25,12 +25,13 @@ from ledger.domain.market import TradeVolume, interval_aggregates
 from ledger.domain.settlement import round_half_even
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import Forbidden, InvalidToken, TokenExpired, TokenRevoked
-from ledger.services.access import AccessService
+from ledger.services.access import OPERATOR, AccessRecord, AccessService, _entry, storable
 from ledger.store.models import Participant, ParticipantStatus
 from tests.store_fixtures import *  # noqa: F403
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 DOMAIN = "ledger.example:8000"
+ORIGIN = f"https://{DOMAIN}"
 CHAIN_ID = 31337
 
 
@@ -230,14 +231,14 @@ def test_a_signed_in_trader_gets_a_short_token_and_a_nonce_works_once(access: tu
     service, _ = access
     challenge = service.challenge()
     text = message_for(ALICE, challenge.nonce, expiration_time=T0 + timedelta(hours=8)).text()
-    issued = service.sign_in(text, signed(ALICE, text), domain=DOMAIN)
+    issued = service.sign_in(text, signed(ALICE, text), domain=DOMAIN, origin=ORIGIN)
     assert issued.kind is PrincipalKind.TRADER and issued.address == ALICE.address
     assert issued.expires_at == T0 + timedelta(seconds=900)  # the trader token's lifetime, not the message's
     principal = service.authenticate(issued.token)
     assert principal.address == ALICE.address and principal.scopes == frozenset()
 
     with pytest.raises(SiweError) as replayed:
-        service.sign_in(text, signed(ALICE, text), domain=DOMAIN)
+        service.sign_in(text, signed(ALICE, text), domain=DOMAIN, origin=ORIGIN)
     assert replayed.value.field == "message.nonce"
 
     service.sign_out(principal)
@@ -249,6 +250,8 @@ def test_a_signed_in_trader_gets_a_short_token_and_a_nonce_works_once(access: tu
     ("terms", "field"),
     [
         ({"domain": "phishing.example"}, "message.domain"),
+        ({"uri": "https://phishing.example/"}, "message.uri"),
+        ({"uri": "http://ledger.example:8000/"}, "message.uri"),
         ({"chain_id": 1}, "message.chainId"),
         ({"expiration_time": None}, "message.expirationTime"),
         ({"expiration_time": T0 - timedelta(seconds=1)}, "message.expirationTime"),
@@ -264,7 +267,7 @@ def test_sign_in_refuses_a_message_not_for_us_or_not_now(
     text = message_for(ALICE, service.challenge().nonce).text()
     text = replace(SiweMessage.parse(text), **terms).text()  # type: ignore[arg-type]
     with pytest.raises(SiweError) as refused:
-        service.sign_in(text, signed(ALICE, text), domain=DOMAIN)
+        service.sign_in(text, signed(ALICE, text), domain=DOMAIN, origin=ORIGIN)
     assert refused.value.field == field
 
 
@@ -272,19 +275,19 @@ def test_sign_in_refuses_another_signer_a_stranger_and_an_expired_nonce(access: 
     service, clock = access
     text = message_for(ALICE, service.challenge().nonce).text()
     with pytest.raises(SiweError) as forged:
-        service.sign_in(text, signed(Account.create(), text), domain=DOMAIN)
+        service.sign_in(text, signed(Account.create(), text), domain=DOMAIN, origin=ORIGIN)
     assert forged.value.field == "signature"
 
     stranger = Account.create()
     text = message_for(stranger, service.challenge().nonce).text()
     with pytest.raises(Forbidden):
-        service.sign_in(text, signed(stranger, text), domain=DOMAIN)
+        service.sign_in(text, signed(stranger, text), domain=DOMAIN, origin=ORIGIN)
 
     nonce = service.challenge().nonce
     clock.now += timedelta(minutes=6)
     text = message_for(ALICE, nonce, issued_at=clock.now, expiration_time=clock.now + timedelta(minutes=5)).text()
     with pytest.raises(SiweError) as stale:
-        service.sign_in(text, signed(ALICE, text), domain=DOMAIN)
+        service.sign_in(text, signed(ALICE, text), domain=DOMAIN, origin=ORIGIN)
     assert stale.value.field == "message.nonce"
 
 
@@ -372,3 +375,10 @@ def test_messages_interoperate_with_the_siwe_reference_library() -> None:
     assert (theirs.address, theirs.nonce, theirs.chain_id) == (seen["theirs"]["address"], "zyxwvuts98", CHAIN_ID)
     assert theirs.expiration_time == T0 + timedelta(minutes=5)
     assert signer_of(seen["theirs"]["text"], seen["theirs"]["signature"]) == theirs.address
+
+
+def test_logged_texts_are_storable_and_keep_what_was_sent() -> None:
+    record = AccessRecord(OPERATOR, "GET", "/trades/\x00/é/%", "a=%00&b=\xe9\x80", 200, "10.0.0.1\x00", T0)
+    row = _entry(record)
+    assert (row["path"], row["query"], row["client"]) == ("/trades/%00/%C3%A9/%25", "a=%00&b=%E9%80", "10.0.0.1%00")
+    assert storable("Prüfer GmbH") == "Prüfer GmbH" and storable("a\nb") == "a%0Ab"

@@ -3,8 +3,10 @@ it, and every non-public read lands in the access log first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
+import secrets
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,20 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import Engine, func, select
 
-from api import problems
+from api import problems, rate_limit
 from api.auth import AccessLogMiddleware, ReaderDep
-from api.rate_limit import Rate, RateLimit
+from ledger.auth.scopes import ROLES
+from ledger.auth.tokens import new_token
+from ledger.chain.node import LocalNode
 from ledger.config import Settings
 from ledger.domain.units import INTERVAL_SECONDS
-from ledger.services.access import AccessService
-from ledger.store.db import make_engine, make_session_factory
-from tests.support.service import RunningService, anvil_service, iso, serve
+from ledger.services.access import OPERATOR, AccessLog, AccessRecord, AccessService
+from ledger.services.verification import access_log_differences
+from ledger.store.access_models import AccessLogEntry
+from ledger.store.db import make_engine, make_session_factory, migrate
+from tests.support.service import RunningService, anvil_service, iso, running_service, serve
 
 PROBLEM = "application/problem+json"
 
@@ -198,6 +205,24 @@ def test_sign_in_over_http_refuses_a_stranger_another_domain_and_a_signed_out_to
         assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
+def test_a_sign_in_relayed_by_another_site_is_refused_whatever_host_it_names(api: RunningService, book: Book) -> None:
+    """Without GRIDLEDGER_SIWE_DOMAIN, messages must name the address the service serves, not the
+    Host header, which a phishing site relaying its visitors' signatures sets as it likes."""
+    evil = {"Host": "evil.example"}
+    served = api.public.base_url.netloc.decode()
+    challenge = api.public.get("/auth/siwe/nonce", params={"address": book.a.address}, headers=evil).json()
+    assert (challenge["domain"], challenge["uri"]) == (served, f"http://{served}/")
+    relayed = challenge["message"].replace(served, "evil.example")
+    answer = api.public.post("/auth/siwe", json={"message": relayed, "signature": _sign(book.a, relayed)}, headers=evil)
+    assert assert_problem(answer, 422, "siwe_invalid")["field"] == "message.domain"
+
+    # The right domain, and a URI on the phishing site: refused too.
+    message = api.public.get("/auth/siwe/nonce", params={"address": book.a.address}).json()["message"]
+    elsewhere = message.replace(f"URI: http://{served}/", "URI: https://evil.example/")
+    answer = api.public.post("/auth/siwe", json={"message": elsewhere, "signature": _sign(book.a, elsewhere)})
+    assert assert_problem(answer, 422, "siwe_invalid")["field"] == "message.uri"
+
+
 def _sign(account: LocalAccount, message: str) -> str:
     return account.sign_message(encode_defunct(text=message)).signature.to_0x_hex()
 
@@ -224,17 +249,68 @@ def _probe_app() -> FastAPI:
     return app
 
 
-def test_requests_beyond_the_rate_are_refused_with_retry_after() -> None:
-    app = _probe_app()
-    app.add_middleware(RateLimit, anonymous=Rate(0.5, 3), with_token=Rate(0.5, 5))
-    with serve(app) as url, httpx.Client(base_url=url) as client:
+@pytest.fixture
+def limited(tmp_path: Path) -> Iterator[Callable[..., FastAPI]]:
+    """Probe apps with the rate limits of `Settings(**overrides)` and a migrated database."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'limits.db'}")
+    migrate(engine)
+    services: list[AccessService] = []
+
+    def app(**overrides: Any) -> FastAPI:
+        settings = Settings(_env_file=None, operator_token=SecretStr("probe-operator-token"), **overrides)  # type: ignore[call-arg]
+        probe = _probe_app()
+        probe.add_middleware(AccessLogMiddleware)
+        rate_limit.install(probe, settings)
+        probe.state.access = AccessService(settings, make_session_factory(engine), make_session_factory(engine))
+        services.append(probe.state.access)
+        return probe
+
+    yield app
+    for service in services:
+        service.log.close()
+    engine.dispose()
+
+
+SLOW = {"rate_limit_per_second": 0.5, "rate_limit_burst": 3, "token_rate_limit_per_second": 0.5}
+
+
+def test_requests_beyond_the_rate_are_refused_with_retry_after(limited: Callable[..., FastAPI]) -> None:
+    with serve(limited(**SLOW, token_rate_limit_burst=5)) as url, httpx.Client(base_url=url) as client:
         assert [client.get("/open").status_code for _ in range(3)] == [200, 200, 200]
         refused = client.get("/open")
         problem = assert_problem(refused, 429, "rate_limited")
         assert int(refused.headers["retry-after"]) >= 1 and problem["retryAfterSeconds"] >= 1
-        # A token has a bucket of its own (the endpoint then answers 401 for the unknown token).
-        statuses = [client.get("/open", headers={"Authorization": "Bearer t"}).status_code for _ in range(6)]
+        # A valid token has a bucket of its own.
+        operator = {"Authorization": "Bearer probe-operator-token"}
+        statuses = [client.get("/private", headers=operator).status_code for _ in range(6)]
         assert statuses == [200] * 5 + [429]
+
+
+def test_random_bearer_tokens_count_against_the_address(limited: Callable[..., FastAPI]) -> None:
+    with serve(limited(**SLOW, token_rate_limit_burst=1000)) as url, httpx.Client(base_url=url) as client:
+        statuses = [
+            client.get("/open", headers={"Authorization": f"Bearer {token}"}).status_code
+            for token in [f"x{secrets.token_hex(8)}" for _ in range(150)] + [new_token()[1] for _ in range(150)]
+        ]
+    assert statuses.count(200) <= 3 + 1 and statuses.count(429) >= 296
+
+
+def test_forwarded_addresses_count_from_a_trusted_proxy_only(limited: Callable[..., FastAPI]) -> None:
+    def statuses(url: str) -> list[int]:
+        with httpx.Client(base_url=url) as client:
+            return [
+                client.get("/open", headers={"X-Forwarded-For": f"203.0.113.{index % 250}"}).status_code
+                for index in range(300)
+            ]
+
+    with serve(limited(**SLOW)) as url:  # the peer 127.0.0.1 is no proxy of ours
+        assert statuses(url).count(200) <= 3 + 1
+    with serve(limited(**SLOW, trusted_proxies="10.0.0.0/8, 127.0.0.1")) as url:
+        counted = statuses(url)  # each forwarded address has its bucket: 2 requests each of 250
+        assert counted.count(200) == 300
+        with httpx.Client(base_url=url) as client:
+            same = [client.get("/open", headers={"X-Forwarded-For": "198.51.100.7"}).status_code for _ in range(5)]
+        assert same == [200] * 3 + [429] * 2
 
 
 def test_an_answer_whose_access_log_entry_cannot_be_written_is_a_503(tmp_path: Path) -> None:
@@ -252,4 +328,82 @@ def test_an_answer_whose_access_log_entry_cannot_be_written_is_a_503(tmp_path: P
             assert client.get("/open").json() == {"ok": "yes"}  # public reads are not logged
     finally:
         app.state.access.log.close()
+        engine.dispose()
+
+
+# --- hostile values in the access log, on both databases ------------------------------------
+
+
+@pytest.fixture
+def db_api(anvil: LocalNode, database_url: str, tmp_path: Path) -> Iterator[RunningService]:
+    with running_service(anvil.rpc_url, database_url, tmp_path) as running:
+        yield running
+
+
+def test_an_entry_the_database_cannot_store_as_sent_fails_no_other_read(db_api: RunningService) -> None:
+    """A NUL in a path (PostgreSQL's text cannot hold it) is logged percent-encoded; and the
+    requests logged in the same batch as any entry the database refuses still get their data."""
+    context = db_api.service.context
+    other = AccessService(db_api.settings, context.sessions, context.read_sessions).issue("other", ROLES["auditor"])
+    hostile = httpx.Client(base_url=str(db_api.client.base_url), headers={"Authorization": f"Bearer {other.token}"})
+
+    def read(index: int) -> int:
+        if index % 10 == 0:
+            return hostile.get("/trades/%00").status_code
+        return db_api.client.get("/trades/0x" + "00" * 32).status_code
+
+    with hostile, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(read, range(120)))
+    assert 503 not in statuses and 500 not in statuses
+    logged = db_api.client.get("/access-log", params={"principal": "other", "limit": 500}).json()["items"]
+    assert [entry["path"] for entry in logged] == ["/trades/%00"] * 12
+
+    # Every value filtered on is refused at the edge when the database cannot compare it.
+    assert_problem(db_api.client.get("/access-log", params={"cursor": "9" * 20}), 422, "validation_error")
+    assert_problem(db_api.client.get("/access-log", params={"principal": "\x00"}), 422, "validation_error")
+    assert db_api.client.get("/access-log", params={"cursor": str(2**63 - 1)}).json()["items"] == []
+    beyond_9999 = {"from": "9999-12-31T23:59:59-12:00", "to": "9999-12-31T23:59:59-13:00"}
+    assert db_api.client.get("/access-log", params=beyond_9999).json()["items"] == []
+
+
+def test_one_entry_the_database_refuses_fails_its_own_request_only(store_engine: Engine) -> None:
+    log = AccessLog(store_engine)
+    at = datetime.now(UTC)
+    records = [
+        AccessRecord(OPERATOR, "GET", f"/trades/{index}", "", 2**70 if index == 25 else 200, "127.0.0.1", at)
+        for index in range(50)
+    ]
+    try:
+        # The writer takes the first entry alone; the others queue up meanwhile, into one batch.
+        futures = [log.append(record) for record in records]
+        wait(futures, timeout=30)
+    finally:
+        log.close()
+    assert [future.exception() is not None for future in futures] == [index == 25 for index in range(50)]
+    with store_engine.connect() as connection:
+        rows = connection.execute(select(AccessLogEntry.path).order_by(AccessLogEntry.id)).scalars().all()
+    assert rows == [f"/trades/{index}" for index in range(50) if index != 25]
+
+
+def test_writers_of_several_processes_keep_one_chain(database_url: str) -> None:
+    """Each API process has its own writer: the chain's head is read and appended under a lock."""
+    engines = [make_engine(database_url) for _ in range(3)]
+    migrate(engines[0])
+    logs = [AccessLog(engine) for engine in engines]
+    at = datetime.now(UTC)
+
+    def write(index: int) -> None:
+        log = logs[index % len(logs)]
+        log.append(AccessRecord(OPERATOR, "GET", f"/trades/{index}", "", 200, "127.0.0.1", at)).result(timeout=60)
+
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(write, range(300)))
+    finally:
+        for log in logs:
+            log.close()
+    with make_session_factory(engines[0])() as session:
+        assert session.scalar(select(func.count()).select_from(AccessLogEntry)) == 300
+        assert access_log_differences(session) == []
+    for engine in engines:
         engine.dispose()

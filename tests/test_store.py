@@ -9,20 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from eth_utils import to_checksum_address
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import CheckConstraint, Engine, MetaData, String, delete, inspect, select, update
+from sqlalchemy import CheckConstraint, Engine, MetaData, String, delete, inspect, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.auth import access_chain
 from ledger.auth.scopes import PrincipalKind
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ConflictError, NotFoundError, ValidationError
+from ledger.services.verification import access_log_differences
 from ledger.store import access_models, chain_models, metering_models, outbox, queries, settlement_models
-from ledger.store.db import current_revision, make_engine, make_session_factory, migrate
+from ledger.store.db import _alembic_config, current_revision, make_engine, make_session_factory, migrate
 from ledger.store.models import (
     Base,
     Participant,
@@ -54,7 +59,7 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
@@ -553,26 +558,64 @@ def test_sqlite_read_sessions_do_not_wait_for_a_writer(tmp_path: Path) -> None:
 
 
 def test_the_access_log_is_append_only(store_session_factory: sessionmaker[Session]) -> None:
-    entry = access_models.AccessLogEntry(
-        at=datetime.now(UTC),
-        principal_kind=PrincipalKind.TOKEN,
-        principal="auditor-1",
-        token_id="0123456789abcdef",
-        method="GET",
-        path="/trades",
-        query="",
-        status=200,
-        client="127.0.0.1",
-    )
+    fields: dict[str, Any] = {
+        "at": datetime.now(UTC),
+        "principal_kind": PrincipalKind.TOKEN,
+        "principal": "auditor-1",
+        "token_id": "0123456789abcdef",
+        "method": "GET",
+        "path": "/trades",
+        "query": "",
+        "status": 200,
+        "client": "127.0.0.1",
+    }
+    chained = {**fields, "prev_hash": access_chain.GENESIS, "hash": access_chain.link(access_chain.GENESIS, fields)}
     with store_session_factory() as session:
-        session.add(entry)
+        session.add(access_models.AccessLogEntry(**chained))
         session.commit()
-    for change in (
+        entry_id = session.scalars(select(access_models.AccessLogEntry.id)).one()
+    table = access_models.AccessLogEntry
+    replacement = {**chained, "id": entry_id, "status": 404}
+    dialect = store_session_factory.kw["bind"].dialect.name
+    upsert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect]
+    changes = [
         update(access_models.AccessLogEntry).values(status=404),
         delete(access_models.AccessLogEntry),
-    ):
+        upsert(table).values(replacement).on_conflict_do_update(index_elements=["id"], set_={"status": 404}),
+    ]
+    if dialect == "sqlite":
+        # INSERT OR REPLACE deletes the row it replaces without firing SQLite's DELETE trigger.
+        changes.append(sqlite_insert(table).prefix_with("OR REPLACE").values(replacement))
+    for change in changes:
         with store_session_factory() as session, pytest.raises(DBAPIError, match="append-only"):
             session.execute(change)
             session.flush()
     with store_session_factory() as session:
         assert session.scalars(select(access_models.AccessLogEntry.status)).all() == [200]
+
+
+def test_migration_0008_chains_the_entries_already_logged(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "0007")
+        fields = {"principal_kind": "token", "principal": "auditor-1", "token_id": None, "method": "GET"}
+        rows = [
+            {**fields, "at": datetime(2026, 12, 1, tzinfo=UTC), "path": f"/trades/{n}", "query": "", "status": 200}
+            for n in range(3)
+        ]
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO access_log (at, principal_kind, principal, token_id, method, path, "
+                    "query, status, client) VALUES (:at, :principal_kind, :principal, :token_id, "
+                    ":method, :path, :query, :status, NULL)"
+                ),
+                [{**row, "client": None} for row in rows],
+            )
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            assert access_log_differences(session) == []
+            assert len(set(session.scalars(select(access_models.AccessLogEntry.hash)))) == 3
+    finally:
+        engine.dispose()

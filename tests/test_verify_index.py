@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.indexer.indexer import Indexer
+from ledger.services.access import OPERATOR, AccessLog, AccessRecord
 from ledger.services.verification import Difference, DifferenceKind, compare
+from ledger.store.access_models import AccessLogEntry
 from ledger.store.models import (
     IndexerCheckpoint,
     Participant,
@@ -180,3 +183,47 @@ def test_participants_table_is_compared_too(
 
     assert status == 1
     assert "participants" in out and "status: chain <ParticipantStatus.SUSPENDED" in out
+
+
+def test_a_rewritten_access_log_entry_is_reported(
+    anvil_market: Market,
+    store_engine: Engine,
+    store_session_factory: sessionmaker[Session],
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    indexed_market(anvil_market, store_session_factory)
+    log = AccessLog(store_engine)
+    try:
+        for index in range(5):
+            at = datetime(2026, 12, 6, tzinfo=UTC) + timedelta(seconds=index)
+            log.append(AccessRecord(OPERATOR, "GET", f"/trades/{index}", "", 200, "127.0.0.1", at)).result(timeout=30)
+    finally:
+        log.close()
+    assert run_verify(anvil_market, database_url, tmp_path, capsys)[0] == 0
+
+    with store_engine.begin() as connection:
+        ids = connection.execute(select(AccessLogEntry.id).order_by(AccessLogEntry.id)).scalars().all()
+        # Somebody with the database's owner rights: the append-only triggers go first.
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE access_log DISABLE TRIGGER access_log_no_change"))
+        else:
+            connection.execute(text("DROP TRIGGER access_log_no_update"))
+            connection.execute(text("DROP TRIGGER access_log_no_delete"))
+        connection.execute(update(AccessLogEntry).where(AccessLogEntry.id == ids[2]).values(status=404))
+
+    status, out, _ = run_verify(anvil_market, database_url, tmp_path, capsys)
+    assert status == 1
+    assert (
+        out.strip()
+        .splitlines()[0]
+        .startswith(f"tampered: access_log {ids[2]} hash: not the hash of its fields (the entry was changed)")
+    )
+
+    with store_engine.begin() as connection:  # the fields put back, the entry removed instead
+        connection.execute(update(AccessLogEntry).where(AccessLogEntry.id == ids[2]).values(status=200))
+        connection.execute(delete(AccessLogEntry).where(AccessLogEntry.id == ids[1]))
+    status, out, _ = run_verify(anvil_market, database_url, tmp_path, capsys)
+    assert status == 1
+    assert f"tampered: access_log {ids[2]} prev_hash: not the hash of the entry before it" in out

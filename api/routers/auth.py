@@ -15,17 +15,27 @@ from api.deps import SettingsDep
 from api.problems import problem_responses
 from api.types import Address
 from ledger.auth.siwe import SiweMessage
-from ledger.config import Settings
+from ledger.services.access import AccessService
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=problem_responses(422))
 
 SIGN_IN_STATEMENT = "Sign in to GridLedger to read your trades, meter readings and statements."
 
 
-def _domain(request: Request, settings: Settings) -> str:
-    # Without a configured domain, the authority the client itself connected to: a message
-    # signed for another site (phishing) names that site's domain and is refused.
-    return settings.siwe_domain or request.headers.get("host", "")
+def _terms(request: Request, access: AccessService) -> tuple[str, str]:
+    """(domain, URI origin) of this service's sign-in messages (`AccessService.sign_in_terms`)."""
+    return access.sign_in_terms(_served(request), request.url.scheme)
+
+
+def _served(request: Request) -> str:
+    """The authority of the address the request came in on (the socket's, not the Host header)."""
+    server = request.scope.get("server")
+    if server is None or server[1] is None:  # a Unix socket: only a proxy in front knows the name
+        return request.headers.get("host", "")
+    host, port = server
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}.get(request.url.scheme)
+    return host if port == default else f"{host}:{port}"
 
 
 @router.get("/siwe/nonce", operation_id="getSiweNonce", summary="A nonce (and the terms) for one sign-in")
@@ -35,11 +45,11 @@ def get_siwe_nonce(
     settings: SettingsDep,
     address: Annotated[Address | None, Query(description="to get the whole message to sign back")] = None,
 ) -> SiweChallengeOut:
-    """Sign an EIP-4361 message naming this nonce, `domain` and `chainId` and with an
+    """Sign an EIP-4361 message naming this nonce, `domain`, a URI on `uri` and `chainId`, with an
     Expiration Time, then POST it to /auth/siwe within the nonce's lifetime."""
     challenge = access.challenge()
-    domain = _domain(request, settings)
-    uri = f"{request.url.scheme}://{domain}/"
+    domain, origin = _terms(request, access)
+    uri = f"{origin}/"
     message = None
     if address is not None:
         message = SiweMessage(
@@ -70,12 +80,13 @@ def get_siwe_nonce(
     summary="Exchange a signed EIP-4361 message for a trader's token",
     responses=problem_responses(403),
 )
-def sign_in(body: SiweIn, request: Request, access: AccessDep, settings: SettingsDep) -> TokenOut:
+def sign_in(body: SiweIn, request: Request, access: AccessDep) -> TokenOut:
     """422 `siwe_invalid` names the term at fault (`field`: message.nonce, message.domain,
-    message.expirationTime, signature, ...); 403 `forbidden` for an address that is not a
+    message.uri, message.expirationTime, signature, ...); 403 `forbidden` for an address that is not a
     registered participant. The token lasts GRIDLEDGER_TRADER_TOKEN_TTL_SECONDS (15 minutes by
     default), never beyond the message's Expiration Time."""
-    return TokenOut.of(access.sign_in(body.message, body.signature, domain=_domain(request, settings)))
+    domain, origin = _terms(request, access)
+    return TokenOut.of(access.sign_in(body.message, body.signature, domain=domain, origin=origin))
 
 
 @router.get("/me", operation_id="whoAmI", summary="Who the bearer token says you are")

@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, urlsplit
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.auth import tokens
+from ledger.auth import access_chain, tokens
 from ledger.auth.scopes import Principal, PrincipalKind, Scope
 from ledger.auth.siwe import SiweError, SiweMessage, signer_of
 from ledger.config import Settings
@@ -119,8 +120,8 @@ class AccessService:
     # --- operator-issued tokens ------------------------------------------------------------------
 
     def issue(self, name: str, scopes: frozenset[Scope], *, expires_in: timedelta | None = None) -> IssuedToken:
-        if not name.strip() or len(name) > 100:
-            raise ValueError("a token's name must be 1 to 100 characters")
+        if not name.strip() or len(name) > 100 or not name.isprintable():
+            raise ValueError("a token's name must be 1 to 100 printable characters")
         if not scopes:
             raise ValueError("a token needs at least one scope")
         expires_at = self._now() + expires_in if expires_in is not None else None
@@ -209,21 +210,31 @@ class AccessService:
             session.add(SiweNonce(nonce=challenge.nonce, issued_at=now, expires_at=challenge.expires_at))
         return challenge
 
-    def sign_in(self, message: str, signature: str, *, domain: str) -> IssuedToken:
-        """A trader's token for a signed EIP-4361 message. SiweError (422, naming the term) for a
-        message that does not conform or is not for us; Forbidden for a signer that is not a
-        registered participant. The nonce is consumed in the same transaction that stores the
-        token, so a message signs in once at most."""
+    def sign_in_terms(self, served: str, scheme: str) -> tuple[str, str]:
+        """(domain, URI origin) a sign-in message must name: the settings', else the authority
+        this service serves (`served`: the address its socket took the request on, never the
+        client's Host header, which a relaying phishing site chooses) with the request's scheme.
+        Production always has them set (ledger.config)."""
+        domain = self._settings.siwe_domain or served
+        return domain, self._settings.siwe_uri or f"{scheme}://{domain}"
+
+    def sign_in(self, message: str, signature: str, *, domain: str, origin: str) -> IssuedToken:
+        """A trader's token for a signed EIP-4361 message naming `domain` and a URI of `origin`
+        (`sign_in_terms`). SiweError (422, naming the term) for a message that does not conform
+        or is not for us; Forbidden for a signer that is not a registered participant. The nonce
+        is consumed in the same transaction that stores the token, so a message signs in once at
+        most."""
         parsed = SiweMessage.parse(message)
         signer = signer_of(message, signature)
         if signer != parsed.address:
             raise SiweError("the signature is not the message's address's", field="signature", signer=signer)
-        expected_domain = self._settings.siwe_domain or domain
-        if parsed.domain != expected_domain:
+        if parsed.domain != domain:
             raise SiweError(
-                f"the message is for {parsed.domain}, not {expected_domain}",
-                field="message.domain",
-                expected=expected_domain,
+                f"the message is for {parsed.domain}, not {domain}", field="message.domain", expected=domain
+            )
+        if uri_origin(parsed.uri) != origin.lower():
+            raise SiweError(
+                f"the message's URI is not on {origin}", field="message.uri", expected=origin, uri=parsed.uri
             )
         if parsed.chain_id != self._settings.chain_id:
             raise SiweError(
@@ -366,35 +377,92 @@ class AccessLog:
             self._write(batch)
 
     def _write(self, batch: list[tuple[AccessRecord, Future[None]]]) -> None:
+        """One transaction for the batch; if it fails, one per entry, so that an entry the
+        database refuses fails its own request only."""
         try:
-            # Core, not the ORM: this thread runs beside every request, and its cost is theirs.
-            with self._engine.begin() as connection:
-                connection.execute(_INSERT, [_entry(record) for record, _ in batch])
-        except Exception as exc:  # the callers answer 503 instead of the data
-            log.exception("could not write %d access-log entries", len(batch))
-            for _, done in batch:
-                done.set_exception(exc)
+            self._commit([record for record, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("could not write an access-log entry")
+                batch[0][1].set_exception(exc)  # the caller answers 503 instead of the data
+                return
+            for item in batch:
+                self._write([item])
             return
         for _, done in batch:
             done.set_result(None)
 
+    def _commit(self, records: list[AccessRecord]) -> None:
+        # Core, not the ORM: this thread runs beside every request, and its cost is theirs.
+        with self._engine.begin() as connection:
+            previous = _chain_head(connection)
+            rows = []
+            for record in records:
+                row = _entry(record)
+                row["prev_hash"] = previous
+                row["hash"] = previous = access_chain.link(previous, row)
+                rows.append(row)
+            connection.execute(_INSERT, rows)
+
 
 _INSERT = insert(AccessLogEntry.__table__)  # type: ignore[arg-type]
+_HEAD = select(AccessLogEntry.hash).order_by(AccessLogEntry.id.desc()).limit(1)
+# Key of the PostgreSQL advisory lock that serialises the writers of the chain (one per API
+# process): each reads the head and appends under it. SQLite's write transactions run one at a
+# time already (BEGIN IMMEDIATE, ledger/store/db.py).
+_CHAIN_LOCK = 0x616363657373  # "access"
+
+
+def _chain_head(connection: Connection) -> str:
+    """The hash the next entry follows, read under the chain's lock (held until the commit)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK)))
+    head = connection.execute(_HEAD).scalar_one_or_none()
+    return access_chain.GENESIS if head is None else head
 
 
 def _entry(record: AccessRecord) -> dict[str, object]:
+    """The row of `record`: every text storable (see `storable`) and within its column."""
     principal = record.principal
     return {
         "at": record.at,
         "principal_kind": principal.kind,
-        "principal": principal.name[:100],
+        "principal": storable(principal.name)[:100],
         "token_id": principal.token_id,
-        "method": record.method[:8],
-        "path": record.path[:512],
-        "query": record.query[:1024],
+        "method": storable(record.method)[:8],
+        "path": quote(record.path, safe=_PATH_SAFE, errors="surrogatepass")[:512],
+        "query": _query(record.query)[:1024],
         "status": record.status,
-        "client": record.client[:64] if record.client else None,
+        "client": storable(record.client)[:64] if record.client else None,
     }
+
+
+# RFC 3986 pchar and "/" (quote adds the unreserved characters): a path is logged as a URI path,
+# percent-encoded, so a NUL or any other byte a client sends is kept without being stored raw.
+_PATH_SAFE = "/!$&'()*+,;=:@"
+
+
+def storable(text: str) -> str:
+    """`text` with each character that is not printable percent-encoded (as UTF-8): NUL, which
+    PostgreSQL's text cannot hold, and the other control characters, which no log should hold
+    raw. Printable text, non-ASCII included, is kept as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else quote(char, safe="", errors="surrogatepass") for char in text)
+
+
+def _query(query: str) -> str:
+    """A query string as sent: it comes decoded as Latin-1 (a character a byte), so each byte
+    beyond printable ASCII is percent-encoded as itself."""
+    if query.isascii() and query.isprintable():
+        return query
+    return "".join(char if " " <= char <= "~" else f"%{ord(char):02X}" for char in query)
+
+
+def uri_origin(uri: str) -> str:
+    """The origin (`scheme://authority`, lower case) of a URI."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _scopes(text: str) -> frozenset[Scope]:

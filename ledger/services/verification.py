@@ -21,6 +21,10 @@ Three parts:
   `ledger.services.reconcile` repairs it (the service does after each rollback, and
   `scripts/verify_index.py --repair` on demand).
 
+- `access_log_differences(session)` checks the access log's chain of hashes
+  (`ledger.auth.access_chain`): the first entry changed, removed or inserted behind the service's
+  back (the database refuses it unless its triggers were dropped) is reported.
+
 Rows are keyed by what identifies them on chain: trades by trade id, participants by address,
 events by (block number, log index), batches, runs and disputes by their ids, so a changed block
 hash is a provenance mismatch, not a missing row plus an extra one.
@@ -29,7 +33,7 @@ hash is a provenance mismatch, not a missing row plus an extra one.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -39,11 +43,13 @@ from eth_utils import keccak
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger.auth import access_chain
 from ledger.domain.merkle import StandardMerkleTree
 from ledger.domain.settlement import LEAF_ENCODING
 from ledger.indexer.decoder import AbiEntry
 from ledger.indexer.indexer import Indexer, StepResult, head_checkpoint_name
 from ledger.indexer.ports import BlockHeader, LogSource
+from ledger.store.access_models import AccessLogEntry
 from ledger.store.chain_models import ChainBatch, ChainDispute, ChainRun
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
@@ -101,6 +107,7 @@ class DifferenceKind(StrEnum):
     FIELD = "field"
     PROVENANCE = "provenance"
     CONTENT = "content"  # off-chain content or a service's record that the chain contradicts
+    TAMPERED = "tampered"  # an access-log entry whose link in the chain of hashes does not hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +126,11 @@ class Difference:
             return (
                 f"content: {where} {self.field}: {self.detail} "
                 f"(chain {self.chain_value!r}, stored {self.index_value!r})"
+            )
+        if self.kind is DifferenceKind.TAMPERED:
+            return (
+                f"tampered: {where} {self.field}: {self.detail} "
+                f"(expected {self.chain_value}, stored {self.index_value})"
             )
         if self.kind is DifferenceKind.MISSING:
             return f"missing: {where} is on chain but not in the index"
@@ -372,6 +384,48 @@ def _submission_differences(chain: IndexSnapshot, session: Session, until: int |
     return found
 
 
+def access_log_differences(session: Session) -> list[Difference]:
+    """The first broken link of the access log's chain of hashes, if any (one: every later entry
+    follows from it)."""
+    broken = access_chain.first_break(_access_log_entries(session))
+    if broken is None:
+        return []
+    detail = (
+        "not the hash of the entry before it (an entry was removed, inserted or rewritten)"
+        if broken.field == "prev_hash"
+        else "not the hash of its fields (the entry was changed)"
+    )
+    return [
+        Difference(
+            DifferenceKind.TAMPERED,
+            "access_log",
+            (broken.entry_id,),
+            broken.field,
+            broken.expected,
+            broken.stored,
+            detail,
+        )
+    ]
+
+
+_ACCESS_LOG_CHUNK = 5_000
+_ACCESS_LOG_COLUMNS = [getattr(AccessLogEntry, name) for name in (*access_chain.FIELDS, "id", "prev_hash", "hash")]
+
+
+def _access_log_entries(session: Session) -> Iterator[Mapping[str, Any]]:
+    """Every entry, oldest first, read in pages (a read session may not hold a cursor open)."""
+    after = None
+    while True:
+        query = select(*_ACCESS_LOG_COLUMNS).order_by(AccessLogEntry.id).limit(_ACCESS_LOG_CHUNK)
+        if after is not None:
+            query = query.where(AccessLogEntry.id > after)
+        page = session.execute(query).mappings().all()
+        yield from (dict(row) for row in page)
+        if len(page) < _ACCESS_LOG_CHUNK:
+            return
+        after = page[-1]["id"]
+
+
 def _text_hash(text: str) -> str:
     return "0x" + keccak(text=text).hex()
 
@@ -480,4 +534,4 @@ def verify(
         )
     )
     with index_sessions() as session:
-        return compare(chain, index) + content_differences(chain, session, until)
+        return compare(chain, index) + content_differences(chain, session, until) + access_log_differences(session)

@@ -2,7 +2,9 @@
 
 None of these rows come from the chain: a reindex never touches them. The access log is
 append-only in the database itself (migration 0005 adds triggers that refuse UPDATE and DELETE on
-SQLite and PostgreSQL), so even a bug in the service cannot rewrite who read what.
+SQLite and PostgreSQL, 0008 one that refuses SQLite's INSERT OR REPLACE), so even a bug in the
+service cannot rewrite who read what; and tamper-evident: each entry carries the hash of the one
+before it (`ledger.auth.access_chain`), so a rewrite by somebody who can drop the triggers shows.
 `ledger/store/migrations/env.py` imports this module so that the metadata holds these tables.
 """
 
@@ -62,6 +64,8 @@ class AccessLogEntry(Base):
     query: Mapped[str] = mapped_column(String(1024))
     status: Mapped[int] = mapped_column(Integer)
     client: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))  # the previous entry's `hash`, hex
+    hash: Mapped[str] = mapped_column(String(64))  # ledger.auth.access_chain.link(prev_hash, entry)
 
     __table_args__ = (
         Index("ix_access_log_at", "at"),
