@@ -129,7 +129,10 @@ class InputsOut(ResponseModel):
     rules_version: int
     trade_count: int
     reading_batch_ids: list[str]
-    price_batch_id: str
+    price_batch_id: str = Field(description="the newest price batch the run took a price from")
+    price_batch_ids: list[str] = Field(
+        description="every price batch the run took a price from (the current price of each interval)"
+    )
     parameters: ParametersOut
     balancing_account: str = Field(description="the market operator's account, the other side of imbalances")
 
@@ -159,6 +162,7 @@ class RunOut(RunSummaryOut):
                 trade_count=detail.trade_count,
                 reading_batch_ids=detail.reading_batch_ids,
                 price_batch_id=run.price_batch_id,
+                price_batch_ids=detail.price_batch_ids,
                 parameters=ParametersOut(tolerance_bps=run.tolerance_bps, penalty_bps=run.penalty_bps),
                 balancing_account=run.balancing_account,
             ),

@@ -464,6 +464,46 @@ def test_refusals_name_their_reason_and_write_nothing(world: World) -> None:
     assert world.settlement.list_runs() == []
 
 
+def test_prices_of_several_batches_price_one_run(world: World) -> None:
+    """The current price of each interval, whichever batch holds it: a run takes them all, names
+    exactly the intervals none has, and records every batch it took a price from."""
+    g, r = world.participant(), world.participant()
+    period = world.future_period(4)
+    start, end = period
+    world.record(g, r, start, end, 100_000, 40_000)
+    world.advance_past(end)
+    world.readings(MeterReading(g.address, start, 0, 0))
+    first = world.prices((start, start + 2 * INTERVAL_SECONDS), 40_000)
+    last = world.prices((start + 3 * INTERVAL_SECONDS, end), 41_000)
+    with pytest.raises(MissingReferencePrice) as missing:
+        world.settlement.execute(start, end)
+    assert missing.value.intervals == [start + 2 * INTERVAL_SECONDS]
+
+    third = world.prices((start + 2 * INTERVAL_SECONDS, start + 3 * INTERVAL_SECONDS), 42_000)
+    fix = world.prices((start, start + INTERVAL_SECONDS), 50_000)  # a newer price of the first interval
+    outcome = world.settlement.execute(start, end)
+    assert outcome.action is RunAction.COMMITTED
+    ref = interval_ref(start)
+    # G delivered nothing in the first interval: its imbalance is priced at the newest price.
+    assert line_values(world, outcome.run.run_id, g.address)[(LineKind.IMBALANCE, ref)] == (-100_000, -5_000)
+    detail = world.settlement.get_run(outcome.run.run_id)
+    assert sorted(detail.price_batch_ids) == sorted([first, last, third, fix])
+    assert detail.run.price_batch_id == fix  # the newest
+    gathered = world.settlement.gather_inputs(start, end)
+    assert gathered.prices == {
+        start: 50_000,
+        start + INTERVAL_SECONDS: 40_000,
+        start + 2 * INTERVAL_SECONDS: 42_000,
+        start + 3 * INTERVAL_SECONDS: 41_000,
+    }
+    assert gathered.inputs_hash == outcome.run.inputs_hash
+    roots = sorted(gathered.price_batches.values())
+    assert len(roots) == 4
+    # The inputs hash commits to every price batch: one more price batch, one more version.
+    world.prices((start + INTERVAL_SECONDS, start + 2 * INTERVAL_SECONDS), 40_500)
+    assert world.settlement.execute(start, end).run.version == 2
+
+
 # --- crashes and resumption --------------------------------------------------------------------
 
 

@@ -54,7 +54,7 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0011"
 
 
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
@@ -79,6 +79,7 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
         settlement_models.StatementLine,
         settlement_models.Position,
         settlement_models.Dispute,
+        settlement_models.RunPriceBatch,
     )
     assert {model.__tablename__ for model in settlement} <= set(Base.metadata.tables)
     access = (access_models.ApiToken, access_models.SiweNonce, access_models.AccessLogEntry)

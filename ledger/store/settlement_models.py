@@ -94,6 +94,7 @@ class SettlementRun(Base):
     # see the module docstring.
     total_receivable_minor: Mapped[str] = mapped_column(String(78))
     total_payable_minor: Mapped[str] = mapped_column(String(78))
+    # The newest price batch the run used (all of them: `run_price_batches`).
     price_batch_id: Mapped[str] = mapped_column(String(66))
     tolerance_bps: Mapped[int] = mapped_column(Integer)
     penalty_bps: Mapped[int] = mapped_column(Integer)
@@ -129,6 +130,17 @@ class RunReadingBatch(Base):
     """A meter-reading batch a run read (one of the reading batch roots of its inputs hash)."""
 
     __tablename__ = "run_reading_batches"
+
+    run_id: Mapped[str] = _run_id_column()
+    batch_id: Mapped[str] = mapped_column(String(66), primary_key=True)
+    root: Mapped[str] = mapped_column(String(66))
+
+
+class RunPriceBatch(Base):
+    """A price batch holding at least one price a run used (its roots make the price root of the
+    run's inputs hash: `ledger.domain.settlement.price_inputs_root`). Migration 0011."""
+
+    __tablename__ = "run_price_batches"
 
     run_id: Mapped[str] = _run_id_column()
     batch_id: Mapped[str] = mapped_column(String(66), primary_key=True)

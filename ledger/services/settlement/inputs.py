@@ -21,6 +21,7 @@ from ledger.domain.settlement import (
     SettlementInputs,
     SettlementParameters,
     inputs_hash,
+    price_inputs_root,
 )
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.indexer.indexer import final_block_number
@@ -44,8 +45,8 @@ class GatheredInputs:
     # (participant, interval start) -> (batch id, version) of the reading used.
     reading_origin: dict[tuple[str, int], tuple[str, int]]
     reading_batches: dict[str, str]  # batch id -> root
-    price_batch_id: str
-    price_batch_root: str
+    price_batches: dict[str, str]  # batch id -> root, of every batch holding a price the run used
+    newest_price_batch_id: str  # the batch of the highest price version used (the run row's price_batch_id)
     prices: dict[int, int]
     parameters: SettlementParameters
     balancing_account: str
@@ -91,19 +92,22 @@ class InputGatherer:
                 hash32(row.batch_id, field="batch_id"): hash32(row.root, field="root")
                 for row in metering_queries.reading_batches_used(session, period_start, period_end, final_block=final)
             }
-            price_batch = metering_queries.latest_price_batch(session, period_start, period_end, final_block=final)
-            if price_batch is None:
-                raise MissingReferencePrice(list(range(period_start, period_end, INTERVAL_SECONDS)))
-            prices = dict(metering_queries.prices(session, price_batch.batch_id))
+            price_rows = metering_queries.current_prices(session, period_start, period_end, final_block=final)
+        prices = {row.interval_start: row.price_minor_per_mwh for row in price_rows}
+        missing = [start for start in range(period_start, period_end, INTERVAL_SECONDS) if start not in prices]
+        if missing:
+            raise MissingReferencePrice(missing)
+        price_batches = {
+            hash32(row.batch_id, field="price_batch_id"): hash32(row.root, field="price_batch_root")
+            for row in price_rows
+        }
         readings, origin = _readings(reading_rows)
-        price_batch_id = hash32(price_batch.batch_id, field="price_batch_id")
-        price_batch_root = hash32(price_batch.root, field="price_batch_root")
         digest = inputs_hash(
             period_start=period_start,
             period_end=period_end,
             trade_ids=[trade.trade_id for trade in trades],
             reading_batch_roots=sorted(set(batches.values())),
-            price_batch_root=price_batch_root,
+            price_batch_root=price_inputs_root(price_batches.values()),
             parameters=self.parameters,
             balancing_account=self.balancing_account,
         )
@@ -114,8 +118,8 @@ class InputGatherer:
             readings=readings,
             reading_origin=origin,
             reading_batches=batches,
-            price_batch_id=price_batch_id,
-            price_batch_root=price_batch_root,
+            price_batches=price_batches,
+            newest_price_batch_id=hash32(max(price_rows, key=lambda row: row.version).batch_id, field="batch_id"),
             prices=prices,
             parameters=self.parameters,
             balancing_account=self.balancing_account,

@@ -102,6 +102,7 @@ class RunDetail:
     run: RunSummary
     trade_count: int
     reading_batch_ids: list[str]
+    price_batch_ids: list[str]
     chain: ChainState | None  # None when the node cannot be reached
 
 
