@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from api.problems import json_safe
 from api.schemas import RequestModel, ResponseModel, TypedDataDocument
-from api.types import Address, Bytes32, IsoTime, Signature, UtcTime
+from api.types import Address, Bytes32, IsoTime, Signature, Timestamp, UtcTime
 from ledger.domain.settlement import LineKind
 from ledger.services import settlement as service
+from ledger.services.settlement.jobs import JobView
 
 RunStatusName = Literal["computed", "committed", "superseded"]
 ChainRunStatusName = Literal["unknown", "open", "final", "superseded"]
@@ -179,14 +181,68 @@ class RunOut(RunSummaryOut):
         )
 
 
-class RunOutcomeOut(RunSummaryOut):
-    action: Literal["committed", "resumed", "unchanged"] = Field(
+# --- responses: jobs --------------------------------------------------------------------------
+
+
+class JobStepOut(ResponseModel):
+    name: str = Field(description="gathering inputs, resuming, computing, building the tree, committing, done")
+    detail: str | None
+    done: int | None
+    total: int | None
+
+
+class JobProblemOut(ResponseModel):
+    code: str = Field(description="the refusal's problem code, e.g. missing_reference_price, index_behind_period")
+    detail: str
+    context: dict[str, Any] = Field(description="the refusal's details, e.g. `intervals` of a missing price")
+
+
+class SettlementJobOut(ResponseModel):
+    """A requested run: queued, running (with its step), succeeded (with the run) or failed (why)."""
+
+    job_id: str
+    period_start: UtcTime
+    period_end: UtcTime
+    status: Literal["queued", "running", "succeeded", "failed"]
+    requested_by: str
+    attempts: int = Field(description="times the worker started it (again after a crash or a passing fault)")
+    step: JobStepOut | None = Field(description="the run's last reported step")
+    run_id: str | None = Field(description="the run, once succeeded: GET /settlement-runs/{runId}")
+    version: int | None
+    action: Literal["committed", "resumed", "unchanged"] | None = Field(
         description="committed: a new version; resumed: an interrupted run finished; unchanged: same inputs"
     )
+    problem: JobProblemOut | None = Field(description="why it failed (or, queued again, why it is retried)")
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
 
     @classmethod
-    def of_outcome(cls, outcome: service.RunOutcome) -> RunOutcomeOut:
-        return cls(**cls.fields_of(outcome.run), action=outcome.action.value)  # type: ignore[arg-type]
+    def of(cls, job: JobView) -> SettlementJobOut:
+        step = None
+        if job.step is not None:
+            step = JobStepOut(name=job.step, detail=job.step_detail, done=job.step_done, total=job.step_total)
+        problem = None
+        if job.problem is not None:
+            problem = JobProblemOut(
+                code=job.problem["code"], detail=job.problem["detail"], context=json_safe(job.problem["context"])
+            )
+        return cls(
+            job_id=job.job_id,
+            period_start=job.period_start,
+            period_end=job.period_end,
+            status=job.status.value,  # type: ignore[arg-type]
+            requested_by=job.requested_by,
+            attempts=job.attempts,
+            step=step,
+            run_id=job.run_id,
+            version=job.version,
+            action=job.action,  # type: ignore[arg-type]
+            problem=problem,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
 
 
 # --- responses: statements --------------------------------------------------------------------

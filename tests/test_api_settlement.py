@@ -128,25 +128,26 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
     # Before the period is over, and without a token.
     assert_problem(api.public.post("/settlement-runs", json=market.period), 401, "token_required")
     assert_problem(client.post("/settlement-runs", json=market.period), 403, "forbidden")
-    assert_problem(client.post("/settlement-runs", json=market.period, headers=operator), 409, "index_behind_period")
+    behind = api.settle(market.period, expect="failed")
+    assert behind["problem"]["code"] == "index_behind_period" and behind["runId"] is None
     market.close_period()
-    missing = assert_problem(
-        client.post("/settlement-runs", json=market.period, headers=operator), 422, "missing_reference_price"
-    )
-    assert missing["intervals"] == [market.start, market.start + INTERVAL_SECONDS]
+    missing = api.settle(market.period, expect="failed")["problem"]
+    assert missing["code"] == "missing_reference_price"
+    assert missing["context"]["intervals"] == [market.start, market.start + INTERVAL_SECONDS]
     market.import_inputs()
 
-    created = client.post("/settlement-runs", json=market.period, headers=operator)
-    assert created.status_code == 201, created.text
-    run = created.json()
+    job = api.settle(market.period)
+    run = job["run"]
     run_id = run["runId"]
-    assert (run["version"], run["status"], run["action"]) == (1, "committed", "committed")
-    assert created.headers["location"] == f"/settlement-runs/{run_id}"
+    assert (job["version"], job["action"], job["step"]["name"], job["attempts"]) == (1, "committed", "done", 1)
+    assert job["requestedBy"] and job["finishedAt"] >= job["startedAt"] >= job["createdAt"]
+    assert (run["version"], run["status"]) == (1, "committed")
     assert run["totals"]["receivableMinor"] == run["totals"]["payableMinor"] > 0
     assert run["commit"]["transactionHash"] and run["commit"]["disputeWindowEnds"]
+    assert_problem(client.get(f"/settlement-jobs/{job['jobId']}"), 403, "forbidden")
 
-    again = client.post("/settlement-runs", json=market.period, headers=operator)
-    assert again.status_code == 200 and again.json()["action"] == "unchanged" and again.json()["runId"] == run_id
+    again = api.settle(market.period)
+    assert again["jobId"] != job["jobId"] and again["action"] == "unchanged" and again["runId"] == run_id
 
     listed = client.get("/settlement-runs", params=market.period).json()["items"]
     assert [item["runId"] for item in listed] == [run_id]
@@ -237,10 +238,9 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
 
     # The corrected reading: version 2, with deltas; version 1 superseded and still there.
     market.metering.import_readings([MeterReading(market.r.address, market.start, 0, 400_000)], source="correction")
-    corrected = client.post("/settlement-runs", json=market.period, headers=operator)
-    assert corrected.status_code == 201, corrected.text
-    v2 = corrected.json()
-    assert v2["version"] == 2 and v2["action"] == "committed"
+    corrected = api.settle(market.period)
+    v2 = corrected["run"]
+    assert v2["version"] == 2 and corrected["action"] == "committed"
     first = client.get(f"/settlement-runs/{run_id}").json()
     assert first["status"] == "superseded" and first["supersededBy"] == v2["runId"]
     assert first["chain"]["status"] == "superseded"
@@ -279,7 +279,7 @@ def test_settlement_requests_that_cannot_be_served(api: RunningService) -> None:
     market = Market(api)
     market.close_period()
     market.import_inputs()
-    run_id = client.post("/settlement-runs", json=market.period, headers=operator).json()["runId"]
+    run_id = api.settle(market.period)["runId"]
     assert_problem(client.get(f"/settlement-runs/{run_id}/statements/{Account.create().address}"), 404, "not_found")
     assert_problem(client.get(f"/settlement-runs/{run_id}/statements/0x1234"), 422, "validation_error")
     proof_path = f"/settlement-runs/{run_id}/lines/{market.g.address}/5/{'0x' + '00' * 32}/proof"

@@ -9,6 +9,7 @@ amended one that must not count: its lines are known to the unit.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,10 +44,13 @@ from ledger.services.settlement import (
     SettlementService,
 )
 from ledger.services.settlement import runs as settlement_runs
+from ledger.services.settlement.jobs import JobView, SettlementJobs
+from ledger.services.settlement.progress import Step
 from ledger.signing.disputes import sign_dispute
 from ledger.signing.eip712 import trade_id
 from ledger.signing.trader import countersigned, new_nonce, sign_cancel_trade
-from ledger.store.settlement_models import RunStatus, SettlementRun, StatementLine
+from ledger.store.settlement_models import JobStatus, RunStatus, SettlementRun, StatementLine
+from tests.support.service import wait_for
 
 CHAIN_ID = 31337
 RUN_COMMITTED_TOPIC = "0x" + keccak(text=settlement_module.RUN_COMMITTED).hex()
@@ -562,6 +566,52 @@ def test_a_run_killed_at_any_step_is_finished_by_the_next_invocation(
         assert restarted.line_rows(stored.run_id) == stored.line_count
         assert restarted.settlement.execute(*market.period).action is RunAction.UNCHANGED
         assert [run.run_id for run in restarted.settlement.list_runs()] == [stored.run_id]
+
+
+def test_a_settlement_job_is_stored_at_once_and_finished_after_a_crash(
+    anvil: LocalNode, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job is durable before anyone executes it; the same request while it is queued returns it;
+    a worker that dies mid-run leaves it running, and the next worker finishes that run."""
+    with new_world(anvil.rpc_url, database_url, tmp_path) as world:
+        market = two_intervals(world)
+        jobs = SettlementJobs(world.context, world.settlement)
+        job = jobs.submit(*market.period, "operator")
+        assert job.created and job.status is JobStatus.QUEUED
+        assert jobs.submit(*market.period, "someone else").job_id == job.job_id
+        arm_crash(monkeypatch, world, "before_broadcast")
+        stop = threading.Event()
+        with pytest.raises(Crash):
+            jobs.run(stop)
+        monkeypatch.undo()
+        running = jobs.get(job.job_id)
+        assert (running.status, running.step, running.attempts) == (JobStatus.RUNNING, Step.COMMITTING.value, 1)
+        assert jobs.submit(*market.period, "operator").job_id == job.job_id
+
+    with open_world(world.context.settings) as restarted:
+        jobs = SettlementJobs(restarted.context, restarted.settlement)
+        stop = threading.Event()
+        worker = threading.Thread(target=jobs.run, args=(stop,))
+        worker.start()
+        try:
+            done = wait_for(lambda: _ended(jobs.get(job.job_id)), "the job")
+        finally:
+            stop.set()
+            worker.join()
+        assert (done.action, done.version, done.attempts, done.problem) == ("resumed", 1, 2, None)
+        assert done.run_id is not None and len(restarted.commit_logs(done.run_id)) == 1
+        # Ended: the same request is a new job, which finds the inputs unchanged.
+        again = jobs.submit(*market.period, "operator")
+        assert again.created and jobs.execute(again).action == "unchanged"
+        failed = jobs.execute(jobs.submit(market.period[1], market.period[1] + INTERVAL_SECONDS, "operator"))
+        assert failed.status is JobStatus.FAILED and failed.problem is not None
+        assert failed.problem["code"] == "index_behind_period"
+        with pytest.raises(errors.NotFoundError):
+            jobs.get("not-a-job")
+
+
+def _ended(job: JobView) -> JobView | None:
+    return job if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) else None
 
 
 def test_a_crash_in_the_same_process_resumes_without_a_nonce_gap(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

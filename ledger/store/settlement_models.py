@@ -65,6 +65,21 @@ class DisputeStatus(StrEnum):
     REJECTED = "rejected"
 
 
+class JobStatus(StrEnum):
+    """A settlement job (`POST /settlement-runs`) as the worker takes it through.
+
+    queued:    stored, waiting for the worker;
+    running:   the worker executes its run (after a crash, the worker takes it again and finishes it);
+    succeeded: the run is committed (or was already: `action`);
+    failed:    the run was refused; `problem` says why.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 _LINE_KINDS = ", ".join(str(int(kind)) for kind in LineKind)
 
 
@@ -222,4 +237,39 @@ class Dispute(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "account", "kind", "ref"),
         Index("ix_disputes_account_status", "account", "status"),
+    )
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+class SettlementJob(Base):
+    """A requested settlement run, executed by the workers' settlement thread
+    (`ledger.services.settlement.jobs`). Stored before the request is answered. Migration 0011."""
+
+    __tablename__ = "settlement_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    period_end: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[JobStatus] = mapped_column(_code_list(JobStatus, "settlement_job_status"))
+    requested_by: Mapped[str] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The run's last reported step (ledger.services.settlement.progress), with its counts.
+    step: Mapped[str | None] = mapped_column(String(32))
+    step_detail: Mapped[str | None] = mapped_column(Text)
+    step_done: Mapped[int | None] = mapped_column(BigInteger)
+    step_total: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[str | None] = mapped_column(String(66))
+    version: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str | None] = mapped_column(String(16))  # committed, resumed or unchanged
+    problem: Mapped[str | None] = mapped_column(Text)  # JSON: {code, detail, status, context}
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_settlement_jobs_status_created_at", "status", "created_at"),
+        Index("ix_settlement_jobs_period_start_period_end", "period_start", "period_end"),
     )

@@ -1,4 +1,4 @@
-"""Settlement: every price batch a run used.
+"""Settlement: every price batch a run used; settlement jobs.
 
 Revision ID: 0011
 Revises: 0007
@@ -6,6 +6,8 @@ Create Date: 2026-12-06
 
 - `run_price_batches`: a run is priced by the current price of each interval, whichever batch
   holds it, so it records every batch it took a price from (as `run_reading_batches` does).
+- `settlement_jobs`: `POST /settlement-runs` stores a job, which the workers' settlement thread
+  executes (ledger/services/settlement/jobs.py).
 
 Written by hand; tests/test_store.py proves it matches ledger/store/settlement_models.py on SQLite
 and PostgreSQL. Names go through op.f() so the models' naming convention does not rename them.
@@ -24,6 +26,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 HASH = sa.String(66)
+CODE = sa.String(16)
+
+
+def one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{value}'" for value in values)
+    return sa.CheckConstraint(f"{column} IN ({allowed})", name=op.f(name))
 
 
 def upgrade() -> None:
@@ -47,6 +55,35 @@ def upgrade() -> None:
         "JOIN price_batches b ON b.batch_id = r.price_batch_id"
     )
 
+    op.create_table(
+        "settlement_jobs",
+        sa.Column("job_id", sa.String(36), nullable=False),
+        sa.Column("period_start", sa.BigInteger(), nullable=False),
+        sa.Column("period_end", sa.BigInteger(), nullable=False),
+        sa.Column("status", CODE, nullable=False),
+        sa.Column("requested_by", sa.String(255), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("step", sa.String(32), nullable=True),
+        sa.Column("step_detail", sa.Text(), nullable=True),
+        sa.Column("step_done", sa.BigInteger(), nullable=True),
+        sa.Column("step_total", sa.BigInteger(), nullable=True),
+        sa.Column("run_id", HASH, nullable=True),
+        sa.Column("version", sa.Integer(), nullable=True),
+        sa.Column("action", CODE, nullable=True),
+        sa.Column("problem", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_settlement_jobs")),
+        one_of("status", ("queued", "running", "succeeded", "failed"), "ck_settlement_jobs_settlement_job_status"),
+    )
+    op.create_index(op.f("ix_settlement_jobs_status_created_at"), "settlement_jobs", ["status", "created_at"])
+    op.create_index(
+        op.f("ix_settlement_jobs_period_start_period_end"), "settlement_jobs", ["period_start", "period_end"]
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("settlement_jobs")
     op.drop_table("run_price_batches")
