@@ -13,6 +13,7 @@ from api.types import Address, Bytes32, IsoTime, Signature, Timestamp, UtcTime
 from ledger.domain.settlement import LineKind
 from ledger.services import settlement as service
 from ledger.services.settlement.jobs import JobView
+from ledger.services.settlement.parameters import MarketParameters, ScheduledChange
 
 RunStatusName = Literal["computed", "committed", "superseded"]
 ChainRunStatusName = Literal["unknown", "open", "final", "superseded"]
@@ -60,6 +61,10 @@ class ResolveIn(RequestModel):
 class ParametersOut(ResponseModel):
     tolerance_bps: int
     penalty_bps: int
+    change_id: int | None = Field(
+        default=None,
+        description="the scheduled change that set them (GET /market/parameter-changes); null: the initial ones",
+    )
 
 
 class TotalsOut(ResponseModel):
@@ -165,7 +170,9 @@ class RunOut(RunSummaryOut):
                 reading_batch_ids=detail.reading_batch_ids,
                 price_batch_id=run.price_batch_id,
                 price_batch_ids=detail.price_batch_ids,
-                parameters=ParametersOut(tolerance_bps=run.tolerance_bps, penalty_bps=run.penalty_bps),
+                parameters=ParametersOut(
+                    tolerance_bps=run.tolerance_bps, penalty_bps=run.penalty_bps, change_id=run.parameter_change_id
+                ),
                 balancing_account=run.balancing_account,
             ),
             chain=None
@@ -178,6 +185,84 @@ class RunOut(RunSummaryOut):
                 accepted_disputes=chain.accepted_disputes,
                 superseded_by=chain.superseded_by,
             ),
+        )
+
+
+class ParameterChangeIn(RequestModel):
+    effective_from: IsoTime = Field(
+        description="the first period start it applies to: a 15-minute boundary after the chain's current time"
+    )
+    tolerance_bps: int = Field(ge=0, le=2**32 - 1, description="SETTLEMENT.md toleranceBps")
+    penalty_bps: int = Field(ge=0, le=2**32 - 1, description="SETTLEMENT.md penaltyBps")
+
+
+# --- responses: market parameters -------------------------------------------------------------
+
+
+class ParameterChangeOut(ResponseModel):
+    change_id: int
+    effective_from: UtcTime = Field(description="runs of periods starting at or after it use these parameters")
+    tolerance_bps: int
+    penalty_bps: int
+    scheduled_by: str = Field(description="the operator token's name")
+    scheduled_at: Timestamp
+
+    @classmethod
+    def of(cls, change: ScheduledChange) -> ParameterChangeOut:
+        return cls(
+            change_id=change.change_id,
+            effective_from=change.effective_from,
+            tolerance_bps=change.parameters.tolerance_bps,
+            penalty_bps=change.parameters.penalty_bps,
+            scheduled_by=change.scheduled_by,
+            scheduled_at=change.scheduled_at,
+        )
+
+
+class ParameterChangePage(ResponseModel):
+    items: list[ParameterChangeOut]
+
+
+class TradeLimitsOut(ResponseModel):
+    gate_closure_seconds: int = Field(description="trades and cancellations close this long before delivery")
+    horizon_seconds: int = Field(description="how far ahead delivery may start")
+    max_energy_per_interval_wh: int
+    max_price_minor_per_mwh: int = Field(alias="maxPriceMinorPerMWh")
+
+
+class MarketParametersOut(ResponseModel):
+    """The market's rules as they stand: settlement parameters in effect (and scheduled), the
+    balancing account, and what the contracts enforce, read from the chain."""
+
+    as_of: UtcTime = Field(description="the chain time the answer refers to")
+    rules_version: int = Field(description="the settlement rules version runs commit to (inputsHash)")
+    balancing_account: str = Field(description="the market operator's account, the other side of imbalances")
+    settlement: ParametersOut = Field(description="in effect for a period starting now")
+    initial_settlement: ParametersOut = Field(
+        description="the settings' values (GRIDLEDGER_TOLERANCE_BPS, _PENALTY_BPS), before any change"
+    )
+    upcoming_changes: list[ParameterChangeOut]
+    trade_limits: TradeLimitsOut = Field(description="TradeLedger's, on chain")
+    dispute_window_seconds: int = Field(description="Settlement's, on chain: how long a committed run can be disputed")
+
+    @classmethod
+    def of(cls, market: MarketParameters) -> MarketParametersOut:
+        limits = market.trade_limits
+        return cls(
+            as_of=market.as_of,
+            rules_version=market.rules_version,
+            balancing_account=market.balancing_account,
+            settlement=ParametersOut(
+                tolerance_bps=market.parameters.tolerance_bps,
+                penalty_bps=market.parameters.penalty_bps,
+                change_id=market.parameter_change_id,
+            ),
+            initial_settlement=ParametersOut(
+                tolerance_bps=market.initial.tolerance_bps, penalty_bps=market.initial.penalty_bps
+            ),
+            upcoming_changes=[ParameterChangeOut.of(change) for change in market.upcoming],
+            trade_limits=TradeLimitsOut.model_validate(limits, from_attributes=True),
+            dispute_window_seconds=market.dispute_window_seconds,
         )
 
 

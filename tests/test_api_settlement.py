@@ -157,7 +157,7 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
     assert detail["periodStart"] == iso(market.start) and detail["lineCount"] == run["lineCount"]
     assert detail["chain"]["status"] == "open" and detail["chain"]["final"] is False
     assert detail["inputs"]["tradeCount"] == 1 and len(detail["inputs"]["readingBatchIds"]) == 1
-    assert detail["inputs"]["parameters"] == {"toleranceBps": 300, "penaltyBps": 2000}
+    assert detail["inputs"]["parameters"] == {"toleranceBps": 300, "penaltyBps": 2000, "changeId": None}
     assert detail["inputs"]["balancingAccount"] == api.service.context.settlement_operator.sender.address
 
     # R's statement: lines, positions (the second interval estimated), no deltas in version 1.
@@ -294,3 +294,34 @@ def test_settlement_requests_that_cannot_be_served(api: RunningService) -> None:
     }
     assert_problem(client.post(f"/settlement-runs/{run_id}/disputes", json=late), 422, "invalid_dispute_signature")
     wait_for(lambda: api.service.healthy, "the service to be healthy")
+
+
+def test_the_market_parameters_are_published_and_changed_by_the_operator(api: RunningService) -> None:
+    client, operator = api.client, api.operator
+    published = api.public.get("/market/parameters")
+    assert published.status_code == 200, published.text
+    market = published.json()
+    context = api.service.context
+    assert market["balancingAccount"] == context.settlement_operator.sender.address
+    assert market["settlement"] == {"toleranceBps": 300, "penaltyBps": 2000, "changeId": None}
+    assert market["initialSettlement"] == {"toleranceBps": 300, "penaltyBps": 2000, "changeId": None}
+    assert market["tradeLimits"]["gateClosureSeconds"] == DEFAULT_TRADE_LIMITS.gate_closure_seconds
+    assert market["tradeLimits"]["maxPriceMinorPerMWh"] == (DEFAULT_TRADE_LIMITS.max_price_minor_per_mwh)
+    assert market["disputeWindowSeconds"] == context.settler.dispute_window() == 72 * 3600
+    assert (market["rulesVersion"], market["upcomingChanges"]) == (1, [])
+
+    now = context.clock.now()
+    effective = iso((now // INTERVAL_SECONDS + 4) * INTERVAL_SECONDS)
+    change = {"effectiveFrom": effective, "toleranceBps": 500, "penaltyBps": 2500}
+    assert_problem(api.public.post("/market/parameter-changes", json=change), 401, "token_required")
+    assert_problem(client.post("/market/parameter-changes", json=change), 403, "forbidden")
+    past = {**change, "effectiveFrom": iso(now // INTERVAL_SECONDS * INTERVAL_SECONDS)}
+    assert_problem(client.post("/market/parameter-changes", json=past, headers=operator), 422, "validation_error")
+    scheduled = client.post("/market/parameter-changes", json=change, headers=operator)
+    assert scheduled.status_code == 201, scheduled.text
+    created = scheduled.json()
+    assert (created["effectiveFrom"], created["toleranceBps"], created["penaltyBps"]) == (effective, 500, 2500)
+    assert created["scheduledBy"] and created["scheduledAt"]
+    assert api.public.get("/market/parameter-changes").json()["items"] == [created]
+    market = api.public.get("/market/parameters").json()
+    assert market["upcomingChanges"] == [created] and market["settlement"]["toleranceBps"] == 300

@@ -45,6 +45,7 @@ from ledger.services.settlement import (
 )
 from ledger.services.settlement import runs as settlement_runs
 from ledger.services.settlement.jobs import JobView, SettlementJobs
+from ledger.services.settlement.parameters import ParameterDesk
 from ledger.services.settlement.progress import Step
 from ledger.signing.disputes import sign_dispute
 from ledger.signing.eip712 import trade_id
@@ -506,6 +507,39 @@ def test_prices_of_several_batches_price_one_run(world: World) -> None:
     # The inputs hash commits to every price batch: one more price batch, one more version.
     world.prices((start + INTERVAL_SECONDS, start + 2 * INTERVAL_SECONDS), 40_500)
     assert world.settlement.execute(start, end).run.version == 2
+
+
+def test_scheduled_parameters_apply_from_their_period_without_a_restart(world: World) -> None:
+    g, r = world.participant(ParticipantKind.GENERATOR), world.participant(ParticipantKind.RETAILER)
+    first = world.future_period(1)
+    second = (first[1], first[1] + INTERVAL_SECONDS)
+    desk = ParameterDesk(world.context)
+    with pytest.raises(errors.ValidationError) as misaligned:
+        desk.schedule(second[0] + 1, 100, 5_000, "operator")
+    assert misaligned.value.field == "effective_from"
+    with pytest.raises(errors.ValidationError):  # a period that has begun keeps its parameters
+        desk.schedule(world.now() // INTERVAL_SECONDS * INTERVAL_SECONDS, 100, 5_000, "operator")
+    change = desk.schedule(second[0], 100, 5_000, "operator")
+    assert [c.change_id for c in desk.changes()] == [change.change_id]
+    assert change.scheduled_by == "operator" and change.scheduled_at is not None
+    for start, end in (first, second):
+        world.record(g, r, start, end, 1_000_000, 35_000)
+    world.advance_past(second[1])
+    world.readings(
+        *(MeterReading(g.address, start, 990_000, 0) for start, _ in (first, second)),
+        *(MeterReading(r.address, start, 0, 1_050_000) for start, _ in (first, second)),
+    )
+    world.prices((first[0], second[1]), 40_000)
+
+    # The same service as before the change: no restart.
+    before = world.settlement.execute(*first).run
+    after = world.settlement.execute(*second).run
+    assert (before.tolerance_bps, before.penalty_bps, before.parameter_change_id) == (300, 2_000, None)
+    assert (after.tolerance_bps, after.penalty_bps, after.parameter_change_id) == (100, 5_000, change.change_id)
+    # SETTLEMENT.md's worked example for R: E = 50,000 - 30,000 at 3 %, 50,000 - 10,000 at 1 %.
+    assert line_values(world, before.run_id, r.address)[(LineKind.PENALTY, interval_ref(first[0]))] == (20_000, -160)
+    assert line_values(world, after.run_id, r.address)[(LineKind.PENALTY, interval_ref(second[0]))] == (40_000, -800)
+    assert world.settlement.gather_inputs(*second).inputs_hash == after.inputs_hash
 
 
 # --- crashes and resumption --------------------------------------------------------------------

@@ -81,6 +81,7 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
         settlement_models.Dispute,
         settlement_models.RunPriceBatch,
         settlement_models.SettlementJob,
+        settlement_models.ParameterChangeRow,
     )
     assert {model.__tablename__ for model in settlement} <= set(Base.metadata.tables)
     access = (access_models.ApiToken, access_models.SiweNonce, access_models.AccessLogEntry)

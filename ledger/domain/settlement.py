@@ -184,6 +184,28 @@ class SettlementParameters:
     penalty_bps: int = DEFAULT_PENALTY_BPS
 
 
+@dataclass(frozen=True, slots=True)
+class ParameterChange:
+    """Parameters the operator scheduled, in effect for periods starting at or after `effective_from`."""
+
+    change_id: int
+    effective_from: int
+    parameters: SettlementParameters
+
+
+def parameters_in_effect(
+    initial: SettlementParameters, changes: Iterable[ParameterChange], period_start: int
+) -> tuple[SettlementParameters, ParameterChange | None]:
+    """The parameters of a run of a period starting at `period_start` (SETTLEMENT.md "Inputs of a
+    run"): the change with the latest `effective_from` at or before it (of two for the same start,
+    the later scheduled), else the initial ones (the settings), with the change that set them."""
+    in_effect = [change for change in changes if change.effective_from <= period_start]
+    if not in_effect:
+        return initial, None
+    latest = max(in_effect, key=lambda change: (change.effective_from, change.change_id))
+    return latest.parameters, latest
+
+
 @dataclass(frozen=True)
 class SettlementInputs:
     """Everything one run reads. `reference_prices_minor_per_mwh` maps interval start -> Pref."""

@@ -114,6 +114,8 @@ class SettlementRun(Base):
     tolerance_bps: Mapped[int] = mapped_column(Integer)
     penalty_bps: Mapped[int] = mapped_column(Integer)
     balancing_account: Mapped[str] = mapped_column(String(42))
+    # The scheduled change whose parameters the run used (None: the settings' initial ones).
+    parameter_change_id: Mapped[int | None] = mapped_column(Integer)
     superseded_by: Mapped[str | None] = mapped_column(String(66))
     # The commitRun transaction: its hash is stored before it is broadcast, so that an
     # invocation resuming after a crash can find it; block and times once it is mined.
@@ -273,3 +275,21 @@ class SettlementJob(Base):
         Index("ix_settlement_jobs_status_created_at", "status", "created_at"),
         Index("ix_settlement_jobs_period_start_period_end", "period_start", "period_end"),
     )
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+class ParameterChangeRow(Base):
+    """Settlement parameters the operator scheduled (`POST /market/parameter-changes`), in effect
+    for periods starting at or after `effective_from`. Only ever inserted: a change is undone by
+    scheduling another. Migration 0011."""
+
+    __tablename__ = "parameter_changes"
+
+    change_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    effective_from: Mapped[int] = mapped_column(BigInteger, index=True)
+    tolerance_bps: Mapped[int] = mapped_column(BigInteger)
+    penalty_bps: Mapped[int] = mapped_column(BigInteger)
+    scheduled_by: Mapped[str] = mapped_column(String(255))
+    scheduled_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)

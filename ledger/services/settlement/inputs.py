@@ -1,5 +1,5 @@
 """What a run takes from the index: the period's final trades, readings and prices, the
-settlement parameters and the balancing account, and their hash; and the checks that the index
+settlement parameters in effect for the period and the balancing account, and their hash; and the checks that the index
 holds all of them before a run takes them."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ledger.domain.units import INTERVAL_SECONDS
 from ledger.indexer.indexer import final_block_number
 from ledger.services.context import LedgerContext
 from ledger.services.settlement.errors import IndexBehind
+from ledger.services.settlement.parameters import ParameterDesk
 from ledger.store import metering_queries
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
 from ledger.store.models import IndexedBlock, IndexerCheckpoint, Trade, TradeEvent, TradeEventKind, hash32
@@ -49,6 +50,7 @@ class GatheredInputs:
     newest_price_batch_id: str  # the batch of the highest price version used (the run row's price_batch_id)
     prices: dict[int, int]
     parameters: SettlementParameters
+    parameter_change_id: int | None  # the scheduled change that set them (None: the settings)
     balancing_account: str
     inputs_hash: str
 
@@ -66,13 +68,12 @@ class GatheredInputs:
 
 
 class InputGatherer:
-    """Reads a run's inputs from the final part of the trade index, with the settings' parameters."""
+    """Reads a run's inputs from the final part of the trade index, with the parameters in effect."""
 
     def __init__(self, context: LedgerContext) -> None:
         self._read_sessions = context.read_sessions
-        settings = context.settings
-        self.parameters = SettlementParameters(settings.tolerance_bps, settings.penalty_bps)
-        self.balancing_account = context.settlement_operator.sender.address
+        self._parameters = ParameterDesk(context)
+        self.balancing_account = self._parameters.balancing_account
         trade_ledger = context.deployment.contracts["TradeLedger"].address
         # The trade indexer's checkpoint (the name `LedgerService` gives its indexer).
         self._index_name = f"{context.deployment.chain_id}:{trade_ledger}"
@@ -93,6 +94,7 @@ class InputGatherer:
                 for row in metering_queries.reading_batches_used(session, period_start, period_end, final_block=final)
             }
             price_rows = metering_queries.current_prices(session, period_start, period_end, final_block=final)
+            parameters, change_id = self._parameters.in_effect(session, period_start)
         prices = {row.interval_start: row.price_minor_per_mwh for row in price_rows}
         missing = [start for start in range(period_start, period_end, INTERVAL_SECONDS) if start not in prices]
         if missing:
@@ -108,7 +110,7 @@ class InputGatherer:
             trade_ids=[trade.trade_id for trade in trades],
             reading_batch_roots=sorted(set(batches.values())),
             price_batch_root=price_inputs_root(price_batches.values()),
-            parameters=self.parameters,
+            parameters=parameters,
             balancing_account=self.balancing_account,
         )
         return GatheredInputs(
@@ -121,7 +123,8 @@ class InputGatherer:
             price_batches=price_batches,
             newest_price_batch_id=hash32(max(price_rows, key=lambda row: row.version).batch_id, field="batch_id"),
             prices=prices,
-            parameters=self.parameters,
+            parameters=parameters,
+            parameter_change_id=change_id,
             balancing_account=self.balancing_account,
             inputs_hash=digest,
         )

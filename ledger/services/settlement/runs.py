@@ -211,6 +211,7 @@ class RunExecutor:
             tolerance_bps=gathered.parameters.tolerance_bps,
             penalty_bps=gathered.parameters.penalty_bps,
             balancing_account=gathered.balancing_account,
+            parameter_change_id=gathered.parameter_change_id,
         )
         total = len(line_rows)
         try:

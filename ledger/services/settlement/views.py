@@ -31,6 +31,7 @@ class RunSummary:
     tolerance_bps: int
     penalty_bps: int
     balancing_account: str
+    parameter_change_id: int | None
     superseded_by: str | None
     transaction_hash: str | None
     block_number: int | None
@@ -57,6 +58,7 @@ class RunSummary:
             tolerance_bps=row.tolerance_bps,
             penalty_bps=row.penalty_bps,
             balancing_account=row.balancing_account,
+            parameter_change_id=row.parameter_change_id,
             superseded_by=row.superseded_by,
             transaction_hash=row.transaction_hash,
             block_number=row.block_number,

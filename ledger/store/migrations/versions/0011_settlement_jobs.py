@@ -1,4 +1,4 @@
-"""Settlement: every price batch a run used; settlement jobs.
+"""Settlement: every price batch a run used; settlement jobs; scheduled parameter changes.
 
 Revision ID: 0011
 Revises: 0007
@@ -8,6 +8,8 @@ Create Date: 2026-12-06
   holds it, so it records every batch it took a price from (as `run_reading_batches` does).
 - `settlement_jobs`: `POST /settlement-runs` stores a job, which the workers' settlement thread
   executes (ledger/services/settlement/jobs.py).
+- `parameter_changes`: settlement parameters the operator scheduled from a period start on, only
+  ever inserted; `settlement_runs.parameter_change_id` is the one a run used (null: the settings').
 
 Written by hand; tests/test_store.py proves it matches ledger/store/settlement_models.py on SQLite
 and PostgreSQL. Names go through op.f() so the models' naming convention does not rename them.
@@ -83,7 +85,23 @@ def upgrade() -> None:
         op.f("ix_settlement_jobs_period_start_period_end"), "settlement_jobs", ["period_start", "period_end"]
     )
 
+    op.create_table(
+        "parameter_changes",
+        sa.Column("change_id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("effective_from", sa.BigInteger(), nullable=False),
+        sa.Column("tolerance_bps", sa.BigInteger(), nullable=False),
+        sa.Column("penalty_bps", sa.BigInteger(), nullable=False),
+        sa.Column("scheduled_by", sa.String(255), nullable=False),
+        sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("change_id", name=op.f("pk_parameter_changes")),
+    )
+    op.create_index(op.f("ix_parameter_changes_effective_from"), "parameter_changes", ["effective_from"])
+    op.add_column("settlement_runs", sa.Column("parameter_change_id", sa.Integer(), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("settlement_runs") as batch:
+        batch.drop_column("parameter_change_id")
+    op.drop_table("parameter_changes")
     op.drop_table("settlement_jobs")
     op.drop_table("run_price_batches")
