@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -231,6 +232,10 @@ class Dispute(Base):
     resolution_hash: Mapped[str | None] = mapped_column(String(66))
     opened_transaction_hash: Mapped[str] = mapped_column(String(66))
     opened_block_number: Mapped[int] = mapped_column(BigInteger)
+    # The opening is not on chain now (a reorg took it): its transaction waits to be mined again,
+    # or it is relayed again once its run is committed again. Kept here, not in a process's
+    # memory, so that a restarted service still follows it up (migration 0011).
+    opening_unconfirmed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     resolved_transaction_hash: Mapped[str | None] = mapped_column(String(66))
     resolved_block_number: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)

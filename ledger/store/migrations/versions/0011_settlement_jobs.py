@@ -1,4 +1,5 @@
-"""Settlement: every price batch a run used; settlement jobs; scheduled parameter changes.
+"""Settlement: every price batch a run used; settlement jobs; scheduled parameter changes; a dispute's
+unconfirmed opening.
 
 Revision ID: 0011
 Revises: 0007
@@ -10,6 +11,9 @@ Create Date: 2026-12-06
   executes (ledger/services/settlement/jobs.py).
 - `parameter_changes`: settlement parameters the operator scheduled from a period start on, only
   ever inserted; `settlement_runs.parameter_change_id` is the one a run used (null: the settings').
+- `disputes.opening_unconfirmed`: a dispute opening a reorg took back, waiting to be mined again or
+  relayed again, kept in the database so that a restarted service still follows it up
+  (ledger/services/reconcile).
 
 Written by hand; tests/test_store.py proves it matches ledger/store/settlement_models.py on SQLite
 and PostgreSQL. Names go through op.f() so the models' naming convention does not rename them.
@@ -97,9 +101,12 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_parameter_changes_effective_from"), "parameter_changes", ["effective_from"])
     op.add_column("settlement_runs", sa.Column("parameter_change_id", sa.Integer(), nullable=True))
+    op.add_column("disputes", sa.Column("opening_unconfirmed", sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("disputes") as batch:
+        batch.drop_column("opening_unconfirmed")
     with op.batch_alter_table("settlement_runs") as batch:
         batch.drop_column("parameter_change_id")
     op.drop_table("parameter_changes")
