@@ -322,6 +322,8 @@ def test_the_market_parameters_are_published_and_changed_by_the_operator(api: Ru
     created = scheduled.json()
     assert (created["effectiveFrom"], created["toleranceBps"], created["penaltyBps"]) == (effective, 500, 2500)
     assert created["scheduledBy"] and created["scheduledAt"]
+    logged = client.get("/access-log", params={"principal": created["scheduledBy"]}).json()["items"]
+    assert ("POST", "/market/parameter-changes", 201) in [(e["method"], e["path"], e["status"]) for e in logged]
     assert api.public.get("/market/parameter-changes").json()["items"] == [created]
     market = api.public.get("/market/parameters").json()
     assert market["upcomingChanges"] == [created] and market["settlement"]["toleranceBps"] == 300
