@@ -522,6 +522,9 @@ class DisputeOut(ResponseModel):
     resolution_hash: str | None
     opened_transaction_hash: str
     opened_block_number: int
+    opening_confirmed: bool = Field(
+        description="false while a reorg has taken the opening back: mined again or relayed again soon"
+    )
     resolved_transaction_hash: str | None
     resolved_block_number: int | None
     links: dict[str, str]
@@ -546,6 +549,7 @@ class DisputeOut(ResponseModel):
             resolution_hash=dispute.resolution_hash,
             opened_transaction_hash=dispute.opened_transaction_hash,
             opened_block_number=dispute.opened_block_number,
+            opening_confirmed=not dispute.opening_unconfirmed,
             resolved_transaction_hash=dispute.resolved_transaction_hash,
             resolved_block_number=dispute.resolved_block_number,
             links={"self": f"/disputes/{dispute.dispute_id}", "run": f"/settlement-runs/{dispute.run_id}"},

@@ -443,6 +443,7 @@ def test_a_dispute_waiting_to_be_relayed_again_is_found_after_a_restart_outside_
     assert run_row(world, run.run_id).status is RunStatus.COMPUTED
     row = dispute_row(world, opened.dispute_id)
     assert row.opening_unconfirmed and row.opened_transaction_hash == opened.opened_transaction_hash
+    assert world.settlement.get_dispute(opened.dispute_id).opening_unconfirmed
     world.ledger.stop()
 
     with open_world(world.context.settings) as restarted:  # a new process: nothing in memory

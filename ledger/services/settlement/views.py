@@ -204,6 +204,7 @@ class DisputeView:
     resolution_hash: str | None
     opened_transaction_hash: str
     opened_block_number: int
+    opening_unconfirmed: bool  # a reorg took the opening back: it is followed up (ledger.services.reconcile)
     resolved_transaction_hash: str | None
     resolved_block_number: int | None
     created: bool = False  # by this call (False: the same dispute was relayed before)
