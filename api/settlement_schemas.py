@@ -7,10 +7,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from api.problems import json_safe
 from api.schemas import RequestModel, ResponseModel, TypedDataDocument
-from api.types import Address, Bytes32, IsoTime, Signature, UtcTime
+from api.types import Address, Bytes32, IsoTime, Signature, Timestamp, UtcTime
 from ledger.domain.settlement import LineKind
 from ledger.services import settlement as service
+from ledger.services.settlement.jobs import JobView
+from ledger.services.settlement.parameters import MarketParameters, ScheduledChange
 
 RunStatusName = Literal["computed", "committed", "superseded"]
 ChainRunStatusName = Literal["unknown", "open", "final", "superseded"]
@@ -58,6 +61,10 @@ class ResolveIn(RequestModel):
 class ParametersOut(ResponseModel):
     tolerance_bps: int
     penalty_bps: int
+    change_id: int | None = Field(
+        default=None,
+        description="the scheduled change that set them (GET /market/parameter-changes); null: the initial ones",
+    )
 
 
 class TotalsOut(ResponseModel):
@@ -129,7 +136,10 @@ class InputsOut(ResponseModel):
     rules_version: int
     trade_count: int
     reading_batch_ids: list[str]
-    price_batch_id: str
+    price_batch_id: str = Field(description="the newest price batch the run took a price from")
+    price_batch_ids: list[str] = Field(
+        description="every price batch the run took a price from (the current price of each interval)"
+    )
     parameters: ParametersOut
     balancing_account: str = Field(description="the market operator's account, the other side of imbalances")
 
@@ -159,7 +169,10 @@ class RunOut(RunSummaryOut):
                 trade_count=detail.trade_count,
                 reading_batch_ids=detail.reading_batch_ids,
                 price_batch_id=run.price_batch_id,
-                parameters=ParametersOut(tolerance_bps=run.tolerance_bps, penalty_bps=run.penalty_bps),
+                price_batch_ids=detail.price_batch_ids,
+                parameters=ParametersOut(
+                    tolerance_bps=run.tolerance_bps, penalty_bps=run.penalty_bps, change_id=run.parameter_change_id
+                ),
                 balancing_account=run.balancing_account,
             ),
             chain=None
@@ -175,14 +188,146 @@ class RunOut(RunSummaryOut):
         )
 
 
-class RunOutcomeOut(RunSummaryOut):
-    action: Literal["committed", "resumed", "unchanged"] = Field(
-        description="committed: a new version; resumed: an interrupted run finished; unchanged: same inputs"
+class ParameterChangeIn(RequestModel):
+    effective_from: IsoTime = Field(
+        description="the first period start it applies to: a 15-minute boundary after the chain's current time"
     )
+    tolerance_bps: int = Field(ge=0, le=2**32 - 1, description="SETTLEMENT.md toleranceBps")
+    penalty_bps: int = Field(ge=0, le=2**32 - 1, description="SETTLEMENT.md penaltyBps")
+
+
+# --- responses: market parameters -------------------------------------------------------------
+
+
+class ParameterChangeOut(ResponseModel):
+    change_id: int
+    effective_from: UtcTime = Field(description="runs of periods starting at or after it use these parameters")
+    tolerance_bps: int
+    penalty_bps: int
+    scheduled_by: str = Field(description="the operator token's name")
+    scheduled_at: Timestamp
 
     @classmethod
-    def of_outcome(cls, outcome: service.RunOutcome) -> RunOutcomeOut:
-        return cls(**cls.fields_of(outcome.run), action=outcome.action.value)  # type: ignore[arg-type]
+    def of(cls, change: ScheduledChange) -> ParameterChangeOut:
+        return cls(
+            change_id=change.change_id,
+            effective_from=change.effective_from,
+            tolerance_bps=change.parameters.tolerance_bps,
+            penalty_bps=change.parameters.penalty_bps,
+            scheduled_by=change.scheduled_by,
+            scheduled_at=change.scheduled_at,
+        )
+
+
+class ParameterChangePage(ResponseModel):
+    items: list[ParameterChangeOut]
+
+
+class TradeLimitsOut(ResponseModel):
+    gate_closure_seconds: int = Field(description="trades and cancellations close this long before delivery")
+    horizon_seconds: int = Field(description="how far ahead delivery may start")
+    max_energy_per_interval_wh: int
+    max_price_minor_per_mwh: int = Field(alias="maxPriceMinorPerMWh")
+
+
+class MarketParametersOut(ResponseModel):
+    """The market's rules as they stand: settlement parameters in effect (and scheduled), the
+    balancing account, and what the contracts enforce, read from the chain."""
+
+    as_of: UtcTime = Field(description="the chain time the answer refers to")
+    rules_version: int = Field(description="the settlement rules version runs commit to (inputsHash)")
+    balancing_account: str = Field(description="the market operator's account, the other side of imbalances")
+    settlement: ParametersOut = Field(description="in effect for a period starting now")
+    initial_settlement: ParametersOut = Field(
+        description="the settings' values (GRIDLEDGER_TOLERANCE_BPS, _PENALTY_BPS), before any change"
+    )
+    upcoming_changes: list[ParameterChangeOut]
+    trade_limits: TradeLimitsOut = Field(description="TradeLedger's, on chain")
+    dispute_window_seconds: int = Field(description="Settlement's, on chain: how long a committed run can be disputed")
+
+    @classmethod
+    def of(cls, market: MarketParameters) -> MarketParametersOut:
+        limits = market.trade_limits
+        return cls(
+            as_of=market.as_of,
+            rules_version=market.rules_version,
+            balancing_account=market.balancing_account,
+            settlement=ParametersOut(
+                tolerance_bps=market.parameters.tolerance_bps,
+                penalty_bps=market.parameters.penalty_bps,
+                change_id=market.parameter_change_id,
+            ),
+            initial_settlement=ParametersOut(
+                tolerance_bps=market.initial.tolerance_bps, penalty_bps=market.initial.penalty_bps
+            ),
+            upcoming_changes=[ParameterChangeOut.of(change) for change in market.upcoming],
+            trade_limits=TradeLimitsOut.model_validate(limits, from_attributes=True),
+            dispute_window_seconds=market.dispute_window_seconds,
+        )
+
+
+# --- responses: jobs --------------------------------------------------------------------------
+
+
+class JobStepOut(ResponseModel):
+    name: str = Field(description="gathering inputs, resuming, computing, building the tree, committing, done")
+    detail: str | None
+    done: int | None
+    total: int | None
+
+
+class JobProblemOut(ResponseModel):
+    code: str = Field(description="the refusal's problem code, e.g. missing_reference_price, index_behind_period")
+    detail: str
+    context: dict[str, Any] = Field(description="the refusal's details, e.g. `intervals` of a missing price")
+
+
+class SettlementJobOut(ResponseModel):
+    """A requested run: queued, running (with its step), succeeded (with the run) or failed (why)."""
+
+    job_id: str
+    period_start: UtcTime
+    period_end: UtcTime
+    status: Literal["queued", "running", "succeeded", "failed"]
+    requested_by: str
+    attempts: int = Field(description="times the worker started it (again after a crash or a passing fault)")
+    step: JobStepOut | None = Field(description="the run's last reported step")
+    run_id: str | None = Field(description="the run, once succeeded: GET /settlement-runs/{runId}")
+    version: int | None
+    action: Literal["committed", "resumed", "unchanged"] | None = Field(
+        description="committed: a new version; resumed: an interrupted run finished; unchanged: same inputs"
+    )
+    problem: JobProblemOut | None = Field(description="why it failed (or, queued again, why it is retried)")
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+    @classmethod
+    def of(cls, job: JobView) -> SettlementJobOut:
+        step = None
+        if job.step is not None:
+            step = JobStepOut(name=job.step, detail=job.step_detail, done=job.step_done, total=job.step_total)
+        problem = None
+        if job.problem is not None:
+            problem = JobProblemOut(
+                code=job.problem["code"], detail=job.problem["detail"], context=json_safe(job.problem["context"])
+            )
+        return cls(
+            job_id=job.job_id,
+            period_start=job.period_start,
+            period_end=job.period_end,
+            status=job.status.value,  # type: ignore[arg-type]
+            requested_by=job.requested_by,
+            attempts=job.attempts,
+            step=step,
+            run_id=job.run_id,
+            version=job.version,
+            action=job.action,  # type: ignore[arg-type]
+            problem=problem,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
 
 
 # --- responses: statements --------------------------------------------------------------------
@@ -377,6 +522,9 @@ class DisputeOut(ResponseModel):
     resolution_hash: str | None
     opened_transaction_hash: str
     opened_block_number: int
+    opening_confirmed: bool = Field(
+        description="false while a reorg has taken the opening back: mined again or relayed again soon"
+    )
     resolved_transaction_hash: str | None
     resolved_block_number: int | None
     links: dict[str, str]
@@ -401,6 +549,7 @@ class DisputeOut(ResponseModel):
             resolution_hash=dispute.resolution_hash,
             opened_transaction_hash=dispute.opened_transaction_hash,
             opened_block_number=dispute.opened_block_number,
+            opening_confirmed=not dispute.opening_unconfirmed,
             resolved_transaction_hash=dispute.resolved_transaction_hash,
             resolved_block_number=dispute.resolved_block_number,
             links={"self": f"/disputes/{dispute.dispute_id}", "run": f"/settlement-runs/{dispute.run_id}"},

@@ -233,7 +233,9 @@ def test_prices_that_miss_intervals_are_refused_with_them_named(api: RunningServ
     ]
     problem = assert_problem(post(api, "/reference-prices", {"prices": prices}), 422, "metering_file_invalid")
     [error] = problem["errors"]
-    assert (error["row"], error["field"]) == (None, "intervalStart")
+    # The body lacks them as a whole: named in `intervals`, the pointer at the body's prices.
+    assert (error["row"], error["field"], error["pointer"]) == (None, "prices", "#/prices")
+    assert problem["intervals"] == [start + Q, start + 2 * Q]
     assert iso(start + Q) in error["detail"] and iso(start + 2 * Q) in error["detail"]
     late = {
         "prices": [prices[0], {"intervalStart": iso(start + Q), "priceMinorPerMWh": "2"}],

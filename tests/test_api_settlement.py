@@ -128,25 +128,26 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
     # Before the period is over, and without a token.
     assert_problem(api.public.post("/settlement-runs", json=market.period), 401, "token_required")
     assert_problem(client.post("/settlement-runs", json=market.period), 403, "forbidden")
-    assert_problem(client.post("/settlement-runs", json=market.period, headers=operator), 409, "index_behind_period")
+    behind = api.settle(market.period, expect="failed")
+    assert behind["problem"]["code"] == "index_behind_period" and behind["runId"] is None
     market.close_period()
-    missing = assert_problem(
-        client.post("/settlement-runs", json=market.period, headers=operator), 422, "missing_reference_price"
-    )
-    assert missing["intervals"] == [market.start, market.start + INTERVAL_SECONDS]
+    missing = api.settle(market.period, expect="failed")["problem"]
+    assert missing["code"] == "missing_reference_price"
+    assert missing["context"]["intervals"] == [market.start, market.start + INTERVAL_SECONDS]
     market.import_inputs()
 
-    created = client.post("/settlement-runs", json=market.period, headers=operator)
-    assert created.status_code == 201, created.text
-    run = created.json()
+    job = api.settle(market.period)
+    run = job["run"]
     run_id = run["runId"]
-    assert (run["version"], run["status"], run["action"]) == (1, "committed", "committed")
-    assert created.headers["location"] == f"/settlement-runs/{run_id}"
+    assert (job["version"], job["action"], job["step"]["name"], job["attempts"]) == (1, "committed", "done", 1)
+    assert job["requestedBy"] and job["finishedAt"] >= job["startedAt"] >= job["createdAt"]
+    assert (run["version"], run["status"]) == (1, "committed")
     assert run["totals"]["receivableMinor"] == run["totals"]["payableMinor"] > 0
     assert run["commit"]["transactionHash"] and run["commit"]["disputeWindowEnds"]
+    assert_problem(client.get(f"/settlement-jobs/{job['jobId']}"), 403, "forbidden")
 
-    again = client.post("/settlement-runs", json=market.period, headers=operator)
-    assert again.status_code == 200 and again.json()["action"] == "unchanged" and again.json()["runId"] == run_id
+    again = api.settle(market.period)
+    assert again["jobId"] != job["jobId"] and again["action"] == "unchanged" and again["runId"] == run_id
 
     listed = client.get("/settlement-runs", params=market.period).json()["items"]
     assert [item["runId"] for item in listed] == [run_id]
@@ -156,7 +157,7 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
     assert detail["periodStart"] == iso(market.start) and detail["lineCount"] == run["lineCount"]
     assert detail["chain"]["status"] == "open" and detail["chain"]["final"] is False
     assert detail["inputs"]["tradeCount"] == 1 and len(detail["inputs"]["readingBatchIds"]) == 1
-    assert detail["inputs"]["parameters"] == {"toleranceBps": 300, "penaltyBps": 2000}
+    assert detail["inputs"]["parameters"] == {"toleranceBps": 300, "penaltyBps": 2000, "changeId": None}
     assert detail["inputs"]["balancingAccount"] == api.service.context.settlement_operator.sender.address
 
     # R's statement: lines, positions (the second interval estimated), no deltas in version 1.
@@ -237,10 +238,9 @@ def test_the_operator_settles_a_period_and_participants_verify_and_dispute(api: 
 
     # The corrected reading: version 2, with deltas; version 1 superseded and still there.
     market.metering.import_readings([MeterReading(market.r.address, market.start, 0, 400_000)], source="correction")
-    corrected = client.post("/settlement-runs", json=market.period, headers=operator)
-    assert corrected.status_code == 201, corrected.text
-    v2 = corrected.json()
-    assert v2["version"] == 2 and v2["action"] == "committed"
+    corrected = api.settle(market.period)
+    v2 = corrected["run"]
+    assert v2["version"] == 2 and corrected["action"] == "committed"
     first = client.get(f"/settlement-runs/{run_id}").json()
     assert first["status"] == "superseded" and first["supersededBy"] == v2["runId"]
     assert first["chain"]["status"] == "superseded"
@@ -279,7 +279,7 @@ def test_settlement_requests_that_cannot_be_served(api: RunningService) -> None:
     market = Market(api)
     market.close_period()
     market.import_inputs()
-    run_id = client.post("/settlement-runs", json=market.period, headers=operator).json()["runId"]
+    run_id = api.settle(market.period)["runId"]
     assert_problem(client.get(f"/settlement-runs/{run_id}/statements/{Account.create().address}"), 404, "not_found")
     assert_problem(client.get(f"/settlement-runs/{run_id}/statements/0x1234"), 422, "validation_error")
     proof_path = f"/settlement-runs/{run_id}/lines/{market.g.address}/5/{'0x' + '00' * 32}/proof"
@@ -294,3 +294,36 @@ def test_settlement_requests_that_cannot_be_served(api: RunningService) -> None:
     }
     assert_problem(client.post(f"/settlement-runs/{run_id}/disputes", json=late), 422, "invalid_dispute_signature")
     wait_for(lambda: api.service.healthy, "the service to be healthy")
+
+
+def test_the_market_parameters_are_published_and_changed_by_the_operator(api: RunningService) -> None:
+    client, operator = api.client, api.operator
+    published = api.public.get("/market/parameters")
+    assert published.status_code == 200, published.text
+    market = published.json()
+    context = api.service.context
+    assert market["balancingAccount"] == context.settlement_operator.sender.address
+    assert market["settlement"] == {"toleranceBps": 300, "penaltyBps": 2000, "changeId": None}
+    assert market["initialSettlement"] == {"toleranceBps": 300, "penaltyBps": 2000, "changeId": None}
+    assert market["tradeLimits"]["gateClosureSeconds"] == DEFAULT_TRADE_LIMITS.gate_closure_seconds
+    assert market["tradeLimits"]["maxPriceMinorPerMWh"] == (DEFAULT_TRADE_LIMITS.max_price_minor_per_mwh)
+    assert market["disputeWindowSeconds"] == context.settler.dispute_window() == 72 * 3600
+    assert (market["rulesVersion"], market["upcomingChanges"]) == (1, [])
+
+    now = context.clock.now()
+    effective = iso((now // INTERVAL_SECONDS + 4) * INTERVAL_SECONDS)
+    change = {"effectiveFrom": effective, "toleranceBps": 500, "penaltyBps": 2500}
+    assert_problem(api.public.post("/market/parameter-changes", json=change), 401, "token_required")
+    assert_problem(client.post("/market/parameter-changes", json=change), 403, "forbidden")
+    past = {**change, "effectiveFrom": iso(now // INTERVAL_SECONDS * INTERVAL_SECONDS)}
+    assert_problem(client.post("/market/parameter-changes", json=past, headers=operator), 422, "validation_error")
+    scheduled = client.post("/market/parameter-changes", json=change, headers=operator)
+    assert scheduled.status_code == 201, scheduled.text
+    created = scheduled.json()
+    assert (created["effectiveFrom"], created["toleranceBps"], created["penaltyBps"]) == (effective, 500, 2500)
+    assert created["scheduledBy"] and created["scheduledAt"]
+    logged = client.get("/access-log", params={"principal": created["scheduledBy"]}).json()["items"]
+    assert ("POST", "/market/parameter-changes", 201) in [(e["method"], e["path"], e["status"]) for e in logged]
+    assert api.public.get("/market/parameter-changes").json()["items"] == [created]
+    market = api.public.get("/market/parameters").json()
+    assert market["upcomingChanges"] == [created] and market["settlement"]["toleranceBps"] == 300

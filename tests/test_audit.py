@@ -168,7 +168,7 @@ def test_a_trade_is_traced_to_its_lines_and_the_index_is_verified_against_the_ch
 
 def test_auditors_trace_and_verify_over_http(api: RunningService) -> None:
     market = Market(api)
-    client, operator = api.client, api.operator
+    client = api.client
     amendment = api.body(
         market.g,
         market.r,
@@ -183,9 +183,7 @@ def test_auditors_trace_and_verify_over_http(api: RunningService) -> None:
     amended = str(api.wait_recorded(answer.json()["submissionId"])["tradeId"])
     market.close_period()
     market.import_inputs()
-    created = client.post("/settlement-runs", json=market.period, headers=operator)
-    assert created.status_code == 201, created.text
-    run = created.json()
+    run = api.settle(market.period)["run"]
 
     history = client.get(f"/trades/{market.trade_id}/history")
     assert history.status_code == 200, history.text

@@ -94,9 +94,8 @@ def test_an_auditor_traces_a_trade_and_verifies_a_line_in_the_browser(api: Runni
     market = Market(api)
     market.close_period()
     market.import_inputs()
-    created = api.client.post("/settlement-runs", json=market.period, headers=api.operator)
-    assert created.status_code == 201, created.text
-    run_id = created.json()["runId"]
+    run = api.settle(market.period)["run"]
+    run_id = run["runId"]
     trade = api.wait_indexed(f"/trades/{market.trade_id}")
     day = datetime.fromtimestamp(market.start, UTC).date()
     day_start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
@@ -145,7 +144,7 @@ def test_an_auditor_traces_a_trade_and_verifies_a_line_in_the_browser(api: Runni
     assert seen["trade"]["jsonLink"] == f"/trades/{market.trade_id}"
     assert seen["trade"]["lineage"] == history["lineage"] == [market.trade_id]
     settled = events[1]
-    assert settled["runId"] == run_id and settled["transactionHash"] == created.json()["commit"]["transactionHash"]
+    assert settled["runId"] == run_id and settled["transactionHash"] == run["commit"]["transactionHash"]
     assert seen["trade"]["settled"] == [
         {
             "runId": run_id,
@@ -188,11 +187,11 @@ def test_an_auditor_traces_a_trade_and_verifies_a_line_in_the_browser(api: Runni
     assert line_verification["verdict"] == "match"
     assert seen["settledLine"] == {
         "hash": f"#/proof/{run_id}/{line['account']}/{line['kind']}/{line['ref']}",
-        "browser": {"verified": True, "text": f"verified against root {created.json()['root']}"},
+        "browser": {"verified": True, "text": f"verified against root {run['root']}"},
         "server": {"verdict": "match", "checks": [[check["field"], "match"] for check in line_verification["checks"]]},
     }
     assert "total" in seen["statementKinds"] and "trade" in seen["statementKinds"]
-    assert seen["verified"] == {"verified": True, "text": f"verified against root {created.json()['root']}"}
+    assert seen["verified"] == {"verified": True, "text": f"verified against root {run['root']}"}
     assert seen["tampered"]["verified"] is False and seen["tampered"]["text"].startswith("NOT verified")
     delivered = range(market.start, market.end, INTERVAL_SECONDS)
     bars = [400_000 if day_start + i * INTERVAL_SECONDS in delivered else 0 for i in range(96)]

@@ -167,5 +167,5 @@ def test_a_prices_file_is_imported_and_a_gap_is_refused(stack: Stack) -> None:
     before = stack.sent("operator")
     done = stack.run("import_prices", gap, "--period-end", str(DAY + 4 * Q))
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "field interval_start: no price for 2 interval(s)" in done.stderr
+    assert "field prices: no price for 2 interval(s)" in done.stderr
     assert stack.sent("operator") == before and stack.count(PriceBatchRow) == 1

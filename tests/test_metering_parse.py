@@ -263,7 +263,8 @@ def refused_prices(text: str, **period: int) -> MeteringFileError:
 
 def test_missing_prices_of_the_period_are_named() -> None:
     error = refused_prices(prices_csv(f"{DAY},1", f"{DAY + 3 * Q},1"))
-    assert [(e.row, e.field) for e in error.errors] == [(None, "interval_start")]
+    assert [(e.row, e.field) for e in error.errors] == [(None, "prices")]
+    assert error.context["intervals"] == [DAY + Q, DAY + 2 * Q]
     assert "no price for 2 interval(s)" in error.errors[0].message
     assert iso(DAY + Q) in error.errors[0].message and iso(DAY + 2 * Q) in error.errors[0].message
     # A given period: intervals before the first price are missing too.

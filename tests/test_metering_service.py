@@ -146,9 +146,9 @@ def test_a_price_batch_covers_its_period_and_proves_on_chain(ledger: Ledger) -> 
     assert (result.kind, result.count, result.outcome) == ("prices", 4, "committed")
     with ledger.context.sessions() as session:
         assert metering_queries.prices(session, result.batch_id) == day_prices()
-        batch = metering_queries.latest_price_batch(session, DAY + Q, DAY + 3 * Q)
-        assert batch is not None and batch.batch_id == result.batch_id
-        assert metering_queries.latest_price_batch(session, DAY, DAY + 5 * Q) is None  # not covered
+        current = metering_queries.current_prices(session, DAY + Q, DAY + 3 * Q)
+        assert current == [(DAY + i * Q, 40_000 + i, 1, result.batch_id, result.root) for i in (1, 2)]
+        assert len(metering_queries.current_prices(session, DAY, DAY + 5 * Q)) == 4  # the fifth has none
         for interval_start, price in day_prices().items():
             proof = metering_queries.price_proof(session, result.batch_id, interval_start)
             assert proof is not None and proof.verify()
@@ -288,8 +288,8 @@ def test_a_newer_price_batch_wins_and_versions_count_up(ledger: Ledger) -> None:
     first = ledger.metering.import_prices(day_prices(8), DAY, DAY + 8 * Q, source="week.csv")
     second = ledger.metering.import_prices(day_prices(4, base=50_000), DAY, DAY + 4 * Q, source="fix.csv")
     with ledger.context.sessions() as session:
-        assert metering_queries.latest_price_batch(session, DAY, DAY + 4 * Q).batch_id == second.batch_id  # type: ignore[union-attr]
-        assert metering_queries.latest_price_batch(session, DAY, DAY + 8 * Q).batch_id == first.batch_id  # type: ignore[union-attr]
+        current = metering_queries.current_prices(session, DAY, DAY + 8 * Q)
+        assert [price.batch_id for price in current] == [second.batch_id] * 4 + [first.batch_id] * 4
         page = metering_queries.list_latest_prices(session, interval_from=DAY, interval_to=DAY + 8 * Q)
         assert [(p.interval_start - DAY) // Q for p in page.items] == list(range(8))
         assert [p.version for p in page.items] == [2, 2, 2, 2, 1, 1, 1, 1]

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 from eth_utils import keccak
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,12 +32,12 @@ from ledger.services.verification import DifferenceKind
 from ledger.signing.disputes import sign_dispute
 from ledger.store import outbox
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
-from ledger.store.models import SubmissionStatus
+from ledger.store.models import IndexedBlock, SubmissionStatus
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
 from scripts import verify_index
 from tests.support.reorg import about, block_number_of, differences, index_through_reorg, move_into_next_block
 from tests.support.settled_world import finalize, world_with
-from tests.test_settlement_service import World, two_intervals
+from tests.test_settlement_service import World, open_world, two_intervals
 
 CONFIRMATIONS = 3
 TX, OTHER_TX = "0x" + "aa" * 32, "0x" + "bb" * 32
@@ -416,6 +417,50 @@ def test_a_dispute_re_executed_before_its_run_reverts_and_is_relayed_once_the_ru
     assert len(commit_logs(world, "Settlement", settlement_module.DISPUTE_OPENED, opened.dispute_id)) == 1
     world.index()
     assert differences(world) == []
+
+
+def test_a_dispute_waiting_to_be_relayed_again_is_found_after_a_restart_outside_the_window(
+    world: World,
+) -> None:
+    """The opening a reorg took back waits for its run's commit; the service restarts, and by the
+    time the run is committed again its block is far below the indexer's 256-block window."""
+    market = two_intervals(world)
+    start, end = market.period
+    finalize(world)
+    run = world.settlement.execute(start, end).run
+    account = market.r
+    line = world.settlement.line_proof(run.run_id, account.address, int(LineKind.TOTAL), ZERO_ID).line
+    reason, deadline = "the second interval is missing", world.now() + 3600
+    reason_hash = "0x" + keccak(text=reason).hex()
+    signature = sign_dispute(account, world.context.settlement_operator.domain, line, reason_hash, deadline)
+    opened = world.settlement.open_dispute(
+        run.run_id, account.address, int(LineKind.TOTAL), ZERO_ID, reason, deadline, signature
+    )
+    world.index()
+    raw = world.rpc.call("eth_getRawTransactionByHash", opened.opened_transaction_hash)
+    world.rpc.call("anvil_reorg", 2, [[raw, 0]])  # the dispute mined again before its run: it reverts
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    assert run_row(world, run.run_id).status is RunStatus.COMPUTED
+    row = dispute_row(world, opened.dispute_id)
+    assert row.opening_unconfirmed and row.opened_transaction_hash == opened.opened_transaction_hash
+    assert world.settlement.get_dispute(opened.dispute_id).opening_unconfirmed
+    world.ledger.stop()
+
+    with open_world(world.context.settings) as restarted:  # a new process: nothing in memory
+        restarted.rpc.call("anvil_mine", hex(300))
+        restarted.index()
+        with restarted.context.sessions() as session:
+            lowest = session.scalar(select(func.min(IndexedBlock.number)))
+        assert lowest is not None and lowest > row.opened_block_number  # out of the window at_start checks
+        restarted.ledger.reconciler.at_start()
+        assert restarted.settlement.execute(start, end).action is RunAction.RESUMED
+        restarted.ledger.reconciler.reconcile(None)  # what the follow-up runs
+        relayed = dispute_row(restarted, opened.dispute_id)
+        assert not relayed.opening_unconfirmed
+        assert relayed.opened_transaction_hash != opened.opened_transaction_hash
+        assert relayed.opened_block_number == block_number_of(restarted, relayed.opened_transaction_hash)
+        assert len(commit_logs(restarted, "Settlement", settlement_module.DISPUTE_OPENED, opened.dispute_id)) == 1
+        restarted.ledger.stop()
 
 
 def test_an_import_waits_for_its_commit_back_in_the_mempool_rather_than_send_another(world: World) -> None:

@@ -9,6 +9,7 @@ amended one that must not count: its lines are known to the unit.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,10 +44,14 @@ from ledger.services.settlement import (
     SettlementService,
 )
 from ledger.services.settlement import runs as settlement_runs
+from ledger.services.settlement.jobs import JobView, SettlementJobs
+from ledger.services.settlement.parameters import ParameterDesk
+from ledger.services.settlement.progress import Step
 from ledger.signing.disputes import sign_dispute
 from ledger.signing.eip712 import trade_id
 from ledger.signing.trader import countersigned, new_nonce, sign_cancel_trade
-from ledger.store.settlement_models import RunStatus, SettlementRun, StatementLine
+from ledger.store.settlement_models import JobStatus, RunStatus, SettlementRun, StatementLine
+from tests.support.service import wait_for
 
 CHAIN_ID = 31337
 RUN_COMMITTED_TOPIC = "0x" + keccak(text=settlement_module.RUN_COMMITTED).hex()
@@ -464,6 +469,79 @@ def test_refusals_name_their_reason_and_write_nothing(world: World) -> None:
     assert world.settlement.list_runs() == []
 
 
+def test_prices_of_several_batches_price_one_run(world: World) -> None:
+    """The current price of each interval, whichever batch holds it: a run takes them all, names
+    exactly the intervals none has, and records every batch it took a price from."""
+    g, r = world.participant(), world.participant()
+    period = world.future_period(4)
+    start, end = period
+    world.record(g, r, start, end, 100_000, 40_000)
+    world.advance_past(end)
+    world.readings(MeterReading(g.address, start, 0, 0))
+    first = world.prices((start, start + 2 * INTERVAL_SECONDS), 40_000)
+    last = world.prices((start + 3 * INTERVAL_SECONDS, end), 41_000)
+    with pytest.raises(MissingReferencePrice) as missing:
+        world.settlement.execute(start, end)
+    assert missing.value.intervals == [start + 2 * INTERVAL_SECONDS]
+
+    third = world.prices((start + 2 * INTERVAL_SECONDS, start + 3 * INTERVAL_SECONDS), 42_000)
+    fix = world.prices((start, start + INTERVAL_SECONDS), 50_000)  # a newer price of the first interval
+    outcome = world.settlement.execute(start, end)
+    assert outcome.action is RunAction.COMMITTED
+    ref = interval_ref(start)
+    # G delivered nothing in the first interval: its imbalance is priced at the newest price.
+    assert line_values(world, outcome.run.run_id, g.address)[(LineKind.IMBALANCE, ref)] == (-100_000, -5_000)
+    detail = world.settlement.get_run(outcome.run.run_id)
+    assert sorted(detail.price_batch_ids) == sorted([first, last, third, fix])
+    assert detail.run.price_batch_id == fix  # the newest
+    gathered = world.settlement.gather_inputs(start, end)
+    assert gathered.prices == {
+        start: 50_000,
+        start + INTERVAL_SECONDS: 40_000,
+        start + 2 * INTERVAL_SECONDS: 42_000,
+        start + 3 * INTERVAL_SECONDS: 41_000,
+    }
+    assert gathered.inputs_hash == outcome.run.inputs_hash
+    roots = sorted(gathered.price_batches.values())
+    assert len(roots) == 4
+    # The inputs hash commits to every price batch: one more price batch, one more version.
+    world.prices((start + INTERVAL_SECONDS, start + 2 * INTERVAL_SECONDS), 40_500)
+    assert world.settlement.execute(start, end).run.version == 2
+
+
+def test_scheduled_parameters_apply_from_their_period_without_a_restart(world: World) -> None:
+    g, r = world.participant(ParticipantKind.GENERATOR), world.participant(ParticipantKind.RETAILER)
+    first = world.future_period(1)
+    second = (first[1], first[1] + INTERVAL_SECONDS)
+    desk = ParameterDesk(world.context)
+    with pytest.raises(errors.ValidationError) as misaligned:
+        desk.schedule(second[0] + 1, 100, 5_000, "operator")
+    assert misaligned.value.field == "effective_from"
+    with pytest.raises(errors.ValidationError):  # a period that has begun keeps its parameters
+        desk.schedule(world.now() // INTERVAL_SECONDS * INTERVAL_SECONDS, 100, 5_000, "operator")
+    change = desk.schedule(second[0], 100, 5_000, "operator")
+    assert [c.change_id for c in desk.changes()] == [change.change_id]
+    assert change.scheduled_by == "operator" and change.scheduled_at is not None
+    for start, end in (first, second):
+        world.record(g, r, start, end, 1_000_000, 35_000)
+    world.advance_past(second[1])
+    world.readings(
+        *(MeterReading(g.address, start, 990_000, 0) for start, _ in (first, second)),
+        *(MeterReading(r.address, start, 0, 1_050_000) for start, _ in (first, second)),
+    )
+    world.prices((first[0], second[1]), 40_000)
+
+    # The same service as before the change: no restart.
+    before = world.settlement.execute(*first).run
+    after = world.settlement.execute(*second).run
+    assert (before.tolerance_bps, before.penalty_bps, before.parameter_change_id) == (300, 2_000, None)
+    assert (after.tolerance_bps, after.penalty_bps, after.parameter_change_id) == (100, 5_000, change.change_id)
+    # SETTLEMENT.md's worked example for R: E = 50,000 - 30,000 at 3 %, 50,000 - 10,000 at 1 %.
+    assert line_values(world, before.run_id, r.address)[(LineKind.PENALTY, interval_ref(first[0]))] == (20_000, -160)
+    assert line_values(world, after.run_id, r.address)[(LineKind.PENALTY, interval_ref(second[0]))] == (40_000, -800)
+    assert world.settlement.gather_inputs(*second).inputs_hash == after.inputs_hash
+
+
 # --- crashes and resumption --------------------------------------------------------------------
 
 
@@ -522,6 +600,52 @@ def test_a_run_killed_at_any_step_is_finished_by_the_next_invocation(
         assert restarted.line_rows(stored.run_id) == stored.line_count
         assert restarted.settlement.execute(*market.period).action is RunAction.UNCHANGED
         assert [run.run_id for run in restarted.settlement.list_runs()] == [stored.run_id]
+
+
+def test_a_settlement_job_is_stored_at_once_and_finished_after_a_crash(
+    anvil: LocalNode, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job is durable before anyone executes it; the same request while it is queued returns it;
+    a worker that dies mid-run leaves it running, and the next worker finishes that run."""
+    with new_world(anvil.rpc_url, database_url, tmp_path) as world:
+        market = two_intervals(world)
+        jobs = SettlementJobs(world.context, world.settlement)
+        job = jobs.submit(*market.period, "operator")
+        assert job.created and job.status is JobStatus.QUEUED
+        assert jobs.submit(*market.period, "someone else").job_id == job.job_id
+        arm_crash(monkeypatch, world, "before_broadcast")
+        stop = threading.Event()
+        with pytest.raises(Crash):
+            jobs.run(stop)
+        monkeypatch.undo()
+        running = jobs.get(job.job_id)
+        assert (running.status, running.step, running.attempts) == (JobStatus.RUNNING, Step.COMMITTING.value, 1)
+        assert jobs.submit(*market.period, "operator").job_id == job.job_id
+
+    with open_world(world.context.settings) as restarted:
+        jobs = SettlementJobs(restarted.context, restarted.settlement)
+        stop = threading.Event()
+        worker = threading.Thread(target=jobs.run, args=(stop,))
+        worker.start()
+        try:
+            done = wait_for(lambda: _ended(jobs.get(job.job_id)), "the job")
+        finally:
+            stop.set()
+            worker.join()
+        assert (done.action, done.version, done.attempts, done.problem) == ("resumed", 1, 2, None)
+        assert done.run_id is not None and len(restarted.commit_logs(done.run_id)) == 1
+        # Ended: the same request is a new job, which finds the inputs unchanged.
+        again = jobs.submit(*market.period, "operator")
+        assert again.created and jobs.execute(again).action == "unchanged"
+        failed = jobs.execute(jobs.submit(market.period[1], market.period[1] + INTERVAL_SECONDS, "operator"))
+        assert failed.status is JobStatus.FAILED and failed.problem is not None
+        assert failed.problem["code"] == "index_behind_period"
+        with pytest.raises(errors.NotFoundError):
+            jobs.get("not-a-job")
+
+
+def _ended(job: JobView) -> JobView | None:
+    return job if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) else None
 
 
 def test_a_crash_in_the_same_process_resumes_without_a_nonce_gap(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

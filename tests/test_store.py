@@ -59,7 +59,7 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0011"
 
 
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
@@ -84,6 +84,9 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
         settlement_models.StatementLine,
         settlement_models.Position,
         settlement_models.Dispute,
+        settlement_models.RunPriceBatch,
+        settlement_models.SettlementJob,
+        settlement_models.ParameterChangeRow,
     )
     assert {model.__tablename__ for model in settlement} <= set(Base.metadata.tables)
     access = (access_models.ApiToken, access_models.SiweNonce, access_models.AccessLogEntry)

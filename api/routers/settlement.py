@@ -20,15 +20,16 @@ from api.settlement_schemas import (
     ResolveIn,
     RunIn,
     RunOut,
-    RunOutcomeOut,
     RunPage,
     RunStatusName,
     RunSummaryOut,
+    SettlementJobOut,
     StatementOut,
 )
 from api.types import Address, Bytes32, IsoTime
 from ledger.auth.scopes import Scope
 from ledger.services.settlement import SettlementService
+from ledger.services.settlement.jobs import SettlementJobs
 from ledger.store.settlement_models import RunStatus
 
 router = APIRouter(tags=["settlement"], responses=problem_responses(422, 503))
@@ -46,6 +47,14 @@ def get_settlement(request: Request, service: ServiceDep) -> SettlementService:
 
 
 SettlementDep = Annotated[SettlementService, Depends(get_settlement)]
+
+
+def get_settlement_jobs(service: ServiceDep) -> SettlementJobs:
+    return SettlementJobs(service.context)
+
+
+SettlementJobsDep = Annotated[SettlementJobs, Depends(get_settlement_jobs)]
+JobIdPath = Annotated[str, Path(alias="jobId", max_length=36, description="the job's id (a UUID)")]
 RunIdPath = Annotated[
     Bytes32, Path(alias="runId", description="keccak256(abi.encode(periodStart, periodEnd, version))")
 ]
@@ -66,22 +75,33 @@ def _answered(model: type[BaseModel], description: str) -> dict[int | str, dict[
 @router.post(
     "/settlement-runs",
     operation_id="runSettlement",
-    status_code=status.HTTP_201_CREATED,
-    summary="Settle a period (operator)",
-    response_description="A new version committed, or an interrupted run finished (201); the current "
-    "version when the inputs have not changed (200)",
-    responses=_answered(RunOutcomeOut, "unchanged inputs: the current version") | _operator_only,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Settle a period (operator): a job, executed by the workers",
+    response_description="A new job, stored before this answer (202); the period's job already queued or running (200)",
+    responses=_answered(SettlementJobOut, "the period's queued or running job") | _operator_only,
 )
-def run_settlement(body: RunIn, _operator: OperatorDep, settlement: SettlementDep, response: Response) -> RunOutcomeOut:
-    """Synchronous: gathers the inputs from the index, computes the statement, writes it and
-    commits its Merkle root on chain in one transaction, then answers. Refused with
-    `missing_reference_price` (422, naming the intervals), `index_behind_period` (409: the
-    period is not over or not indexed yet) or `nothing_to_settle` (422)."""
-    outcome = settlement.execute(body.period_start, body.period_end)
-    if not outcome.created:
+def run_settlement(body: RunIn, operator: OperatorDep, jobs: SettlementJobsDep, response: Response) -> SettlementJobOut:
+    """Stores a job and answers at once; the workers' settlement thread gathers the inputs,
+    computes the statement, writes it and commits its Merkle root, reporting each step in
+    `GET /settlement-jobs/{jobId}` (the `Location`). The job ends `succeeded` with the run's id and
+    version, or `failed` with the refusal: `missing_reference_price` (naming the intervals),
+    `index_behind_period` (the period is not over or not indexed yet), `nothing_to_settle`. A job
+    interrupted by a crash is finished when the workers start again."""
+    job = jobs.submit(body.period_start, body.period_end, operator.name)
+    if not job.created:
         response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/settlement-runs/{outcome.run.run_id}"
-    return RunOutcomeOut.of_outcome(outcome)
+    response.headers["Location"] = f"/settlement-jobs/{job.job_id}"
+    return SettlementJobOut.of(job)
+
+
+@router.get(
+    "/settlement-jobs/{jobId}",
+    operation_id="getSettlementJob",
+    summary="A settlement job: queued, running (its step), succeeded (the run) or failed (why) (operator)",
+    responses=_operator_only,
+)
+def get_settlement_job(job_id: JobIdPath, _operator: OperatorDep, jobs: SettlementJobsDep) -> SettlementJobOut:
+    return SettlementJobOut.of(jobs.get(job_id))
 
 
 @router.get("/settlement-runs", operation_id="listSettlementRuns", summary="List settlement runs, newest first")

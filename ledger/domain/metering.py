@@ -94,19 +94,26 @@ class RowError:
 class MeteringFileError(ValidationError):
     """A readings or prices file (or API body) with errors; nothing of it was imported.
 
-    Context: `errors` (up to MAX_ERRORS `{row, field, message}`), `error_count` (all of them)."""
+    Context: `errors` (up to MAX_ERRORS `{row, field, message}`), `error_count` (all of them),
+    and for prices that miss intervals of their period, `intervals` (their starts, every one, as
+    `missing_reference_price` names them)."""
 
     code = "metering_file_invalid"
 
-    def __init__(self, what: str, errors: Sequence[RowError], error_count: int | None = None) -> None:
+    def __init__(
+        self,
+        what: str,
+        errors: Sequence[RowError],
+        error_count: int | None = None,
+        intervals: Sequence[int] = (),
+    ) -> None:
         count = len(errors) if error_count is None else error_count
         plural = "error" if count == 1 else "errors"
         first = f"; first: {errors[0]}" if errors else ""
-        super().__init__(
-            f"{count} {plural} in the {what}, nothing was imported{first}",
-            errors=[error.as_dict() for error in errors],
-            error_count=count,
-        )
+        context: dict[str, Any] = {"errors": [error.as_dict() for error in errors], "error_count": count}
+        if intervals:
+            context["intervals"] = list(intervals)
+        super().__init__(f"{count} {plural} in the {what}, nothing was imported{first}", **context)
         self.errors = list(errors)
         self.error_count = count
 
@@ -140,6 +147,7 @@ class _Errors:
         self.limit = limit
         self.kept: list[RowError] = []
         self.count = 0
+        self.missing_intervals: list[int] = []
 
     def add(self, row: int | None, field: str, message: str) -> None:
         self.count += 1
@@ -148,7 +156,7 @@ class _Errors:
 
     def raise_if_any(self) -> None:
         if self.count:
-            raise MeteringFileError(self.what, self.kept, self.count)
+            raise MeteringFileError(self.what, self.kept, self.count, self.missing_intervals)
 
 
 # --- values --------------------------------------------------------------------------------
@@ -656,6 +664,8 @@ def _price_file(
         missing = [start for start in intervals if start not in rows.rows]
         if missing:
             shown = ", ".join(iso(start) for start in missing[:10]) + (" …" if len(missing) > 10 else "")
-            errors.add(None, names.interval_start, f"no price for {len(missing)} interval(s) of {period}: {shown}")
+            # The body as a whole lacks them: no row or value of it is at fault.
+            errors.add(None, "prices", f"no price for {len(missing)} interval(s) of {period}: {shown}")
+            errors.missing_intervals = missing
     errors.raise_if_any()
     return PricesFile(period_start, period_end, dict(sorted(rows.prices.items())), supersedes)

@@ -47,6 +47,11 @@ Run identity and inputs hash (SETTLEMENT.md, "Runs, versions and finality")
      uint32 toleranceBps, uint32 penaltyBps,
      address balancingAccount)
 
+`priceBatchRoot` is SETTLEMENT.md's "price batch root" where one price batch priced the whole
+period (`price_inputs_root`); a run priced by several batches (the current price of each interval,
+whichever batch holds it) commits to all of them in that one slot:
+`keccak256(abi.encode(bytes32[] priceBatchRoots))`, ascending, no duplicates.
+
 Sorting makes it independent of the order the caller found things in. The rules version, period
 and balancing account are there too because each of them changes the lines for the same trades
 and readings: two runs with equal inputs hashes must produce equal lines.
@@ -177,6 +182,28 @@ class MeterReading:
 class SettlementParameters:
     tolerance_bps: int = DEFAULT_TOLERANCE_BPS
     penalty_bps: int = DEFAULT_PENALTY_BPS
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterChange:
+    """Parameters the operator scheduled, in effect for periods starting at or after `effective_from`."""
+
+    change_id: int
+    effective_from: int
+    parameters: SettlementParameters
+
+
+def parameters_in_effect(
+    initial: SettlementParameters, changes: Iterable[ParameterChange], period_start: int
+) -> tuple[SettlementParameters, ParameterChange | None]:
+    """The parameters of a run of a period starting at `period_start` (SETTLEMENT.md "Inputs of a
+    run"): the change with the latest `effective_from` at or before it (of two for the same start,
+    the later scheduled), else the initial ones (the settings), with the change that set them."""
+    in_effect = [change for change in changes if change.effective_from <= period_start]
+    if not in_effect:
+        return initial, None
+    latest = max(in_effect, key=lambda change: (change.effective_from, change.change_id))
+    return latest.parameters, latest
 
 
 @dataclass(frozen=True)
@@ -361,6 +388,16 @@ def inputs_hash(
         ],
     )
     return "0x" + keccak(encoded).hex()
+
+
+def price_inputs_root(price_batch_roots: Iterable[str]) -> str:
+    """The `priceBatchRoot` of the inputs hash for the price batches a run used (module docstring)."""
+    roots = _sorted_unique_bytes32("price_batch_roots", price_batch_roots)
+    if not roots:
+        raise ValidationError("a run is priced by at least one batch", field="price_batch_roots")
+    if len(roots) == 1:
+        return "0x" + roots[0].hex()
+    return "0x" + keccak(abi_encode(["bytes32[]"], [roots])).hex()
 
 
 # --- the run -------------------------------------------------------------------------------

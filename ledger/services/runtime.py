@@ -1,4 +1,5 @@
-"""The running ledger service: use cases plus the relayer and indexer threads behind them.
+"""The running ledger service: use cases plus the relayer, indexer and settlement-job threads
+behind them.
 
 The indexer thread also keeps the services' own records true through reorgs: at start-up and
 after each rollback it runs the `Reconciler` (`ledger.services.reconcile`).
@@ -22,6 +23,7 @@ from ledger.services.participants import ParticipantService
 from ledger.services.reconcile import Reconciler
 from ledger.services.relayer import Relayer
 from ledger.services.settlement import SettlementService
+from ledger.services.settlement.jobs import SettlementJobs
 from ledger.services.trading import TradingService
 
 if TYPE_CHECKING:
@@ -65,7 +67,9 @@ class LedgerService:
             follow_head=True,
         )
         self._stop = threading.Event()
-        self.reconciler = Reconciler(context, MeteringService(context), SettlementService(context), stop=self._stop)
+        settlement = SettlementService(context)
+        self.reconciler = Reconciler(context, MeteringService(context), settlement, stop=self._stop)
+        self.settlement_jobs = SettlementJobs(context, settlement)
         self._threads: list[threading.Thread] = []
         self._failure: BaseException | None = None
         self._failed: set[str] = set()  # workers that raised, dead even while their thread winds down
@@ -85,6 +89,7 @@ class LedgerService:
         self._threads = [
             self._thread("relayer", lambda: self.relayer.run(self._stop)),
             self._thread("indexer", self._index),
+            self._thread("settlement", lambda: self.settlement_jobs.run(self._stop)),
         ]
 
     def _index(self) -> None:
@@ -109,7 +114,7 @@ class LedgerService:
 
     @property
     def workers(self) -> dict[str, bool]:
-        """Whether each worker thread (relayer, indexer) is alive, by name; empty before start()."""
+        """Whether each worker thread (relayer, indexer, settlement) is alive, by name; empty before start()."""
         if self._elsewhere is not None:
             return self._elsewhere.alive
         names = {t: t.name.removeprefix("gridledger-") for t in self._threads}

@@ -9,8 +9,8 @@ earlier batch as no longer current.) Among the values of one (participant, inter
 or one interval for prices, in live batches, the current one has the highest `version`. Prepared
 batches (stored, not yet seen committed) never count, but do show in histories with their status.
 
-For settlement the price input is a whole batch: the newest live price batch whose period covers
-the settlement period (`latest_price_batch`).
+Settlement takes prices as it takes readings: the current price of each interval of the period,
+whichever live batch holds it (`current_prices`), so a period may be priced by several batches.
 
 Writes are the import's unit of work (`ledger/services/metering.py`); functions never commit.
 """
@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session, aliased, selectinload
@@ -269,22 +269,54 @@ def reading_leaf(participant: str, interval_start: int, injected_wh: int, withdr
 # --- prices --------------------------------------------------------------------------------
 
 
-def latest_price_batch(
-    session: Session, period_start: int, period_end: int, *, final_block: int | None = None
-) -> PriceBatchRow | None:
-    """The newest live price batch (in chain order) whose period covers [period_start, period_end)."""
-    _period(period_start, period_end)
-    statement = (
-        select(PriceBatchRow)
-        .where(
-            _live(PriceBatchRow, final_block),
-            PriceBatchRow.period_start <= period_start,
-            PriceBatchRow.period_end >= period_end,
+def _latest_price_ids(*conditions: ColumnElement[bool], final_block: int | None = None) -> Select[tuple[int]]:
+    """Ids of the current prices among those matching `conditions` (which may only filter on the
+    interval, the window's partition): the highest version of each interval in a live batch."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=ReferencePriceRow.interval_start,
+            order_by=(ReferencePriceRow.version.desc(), ReferencePriceRow.id.desc()),
         )
-        .order_by(PriceBatchRow.block_number.desc(), PriceBatchRow.created_at.desc(), PriceBatchRow.batch_id)
-        .limit(1)
+        .label("rank")
     )
-    return session.scalars(statement).first()
+    ranked = (
+        select(ReferencePriceRow.id.label("id"), rank)
+        .join(PriceBatchRow, PriceBatchRow.batch_id == ReferencePriceRow.batch_id)
+        .where(_live(PriceBatchRow, final_block), *conditions)
+        .subquery()
+    )
+    return select(ranked.c.id).where(ranked.c.rank == 1)
+
+
+class CurrentPrice(NamedTuple):
+    interval_start: int
+    price_minor_per_mwh: int
+    version: int
+    batch_id: str
+    root: str  # the batch's
+
+
+def current_prices(
+    session: Session, period_start: int, period_end: int, *, final_block: int | None = None
+) -> list[CurrentPrice]:
+    """The current price of each interval of [period_start, period_end) that has one, with the
+    batch holding it, ascending; final with `final_block` (see `_live`)."""
+    _period(period_start, period_end)
+    in_period = (ReferencePriceRow.interval_start >= period_start) & (ReferencePriceRow.interval_start < period_end)
+    statement = (
+        select(
+            ReferencePriceRow.interval_start,
+            ReferencePriceRow.price_minor_per_mwh,
+            ReferencePriceRow.version,
+            PriceBatchRow.batch_id,
+            PriceBatchRow.root,
+        )
+        .join(PriceBatchRow, PriceBatchRow.batch_id == ReferencePriceRow.batch_id)
+        .where(ReferencePriceRow.id.in_(_latest_price_ids(in_period, final_block=final_block)))
+        .order_by(ReferencePriceRow.interval_start)
+    )
+    return [CurrentPrice(*row) for row in session.execute(statement)]
 
 
 def prices(session: Session, batch_id: str) -> dict[int, int]:
@@ -316,23 +348,9 @@ def list_latest_prices(
         conditions.append(ReferencePriceRow.interval_start < interval_to)
     if cursor is not None:
         conditions.append(ReferencePriceRow.interval_start > _decode_price_cursor(cursor))
-    rank = (
-        func.row_number()
-        .over(
-            partition_by=ReferencePriceRow.interval_start,
-            order_by=(ReferencePriceRow.version.desc(), ReferencePriceRow.id.desc()),
-        )
-        .label("rank")
-    )
-    ranked = (
-        select(ReferencePriceRow.id.label("id"), rank)
-        .join(PriceBatchRow, PriceBatchRow.batch_id == ReferencePriceRow.batch_id)
-        .where(_live(PriceBatchRow), *conditions)
-        .subquery()
-    )
     statement = (
         select(ReferencePriceRow)
-        .where(ReferencePriceRow.id.in_(select(ranked.c.id).where(ranked.c.rank == 1)))
+        .where(ReferencePriceRow.id.in_(_latest_price_ids(*conditions)))
         .order_by(ReferencePriceRow.interval_start)
         .limit(limit + 1)
     )

@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,6 +64,21 @@ class DisputeStatus(StrEnum):
     OPEN = "open"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+
+
+class JobStatus(StrEnum):
+    """A settlement job (`POST /settlement-runs`) as the worker takes it through.
+
+    queued:    stored, waiting for the worker;
+    running:   the worker executes its run (after a crash, the worker takes it again and finishes it);
+    succeeded: the run is committed (or was already: `action`);
+    failed:    the run was refused; `problem` says why.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 _LINE_KINDS = ", ".join(str(int(kind)) for kind in LineKind)
@@ -94,10 +110,13 @@ class SettlementRun(Base):
     # see the module docstring.
     total_receivable_minor: Mapped[str] = mapped_column(String(78))
     total_payable_minor: Mapped[str] = mapped_column(String(78))
+    # The newest price batch the run used (all of them: `run_price_batches`).
     price_batch_id: Mapped[str] = mapped_column(String(66))
     tolerance_bps: Mapped[int] = mapped_column(Integer)
     penalty_bps: Mapped[int] = mapped_column(Integer)
     balancing_account: Mapped[str] = mapped_column(String(42))
+    # The scheduled change whose parameters the run used (None: the settings' initial ones).
+    parameter_change_id: Mapped[int | None] = mapped_column(Integer)
     superseded_by: Mapped[str | None] = mapped_column(String(66))
     # The commitRun transaction: its hash is stored before it is broadcast, so that an
     # invocation resuming after a crash can find it; block and times once it is mined.
@@ -129,6 +148,17 @@ class RunReadingBatch(Base):
     """A meter-reading batch a run read (one of the reading batch roots of its inputs hash)."""
 
     __tablename__ = "run_reading_batches"
+
+    run_id: Mapped[str] = _run_id_column()
+    batch_id: Mapped[str] = mapped_column(String(66), primary_key=True)
+    root: Mapped[str] = mapped_column(String(66))
+
+
+class RunPriceBatch(Base):
+    """A price batch holding at least one price a run used (its roots make the price root of the
+    run's inputs hash: `ledger.domain.settlement.price_inputs_root`). Migration 0011."""
+
+    __tablename__ = "run_price_batches"
 
     run_id: Mapped[str] = _run_id_column()
     batch_id: Mapped[str] = mapped_column(String(66), primary_key=True)
@@ -202,6 +232,10 @@ class Dispute(Base):
     resolution_hash: Mapped[str | None] = mapped_column(String(66))
     opened_transaction_hash: Mapped[str] = mapped_column(String(66))
     opened_block_number: Mapped[int] = mapped_column(BigInteger)
+    # The opening is not on chain now (a reorg took it): its transaction waits to be mined again,
+    # or it is relayed again once its run is committed again. Kept here, not in a process's
+    # memory, so that a restarted service still follows it up (migration 0011).
+    opening_unconfirmed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     resolved_transaction_hash: Mapped[str | None] = mapped_column(String(66))
     resolved_block_number: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
@@ -211,3 +245,56 @@ class Dispute(Base):
         UniqueConstraint("run_id", "account", "kind", "ref"),
         Index("ix_disputes_account_status", "account", "status"),
     )
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+class SettlementJob(Base):
+    """A requested settlement run, executed by the workers' settlement thread
+    (`ledger.services.settlement.jobs`). Stored before the request is answered. Migration 0011."""
+
+    __tablename__ = "settlement_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    period_end: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[JobStatus] = mapped_column(_code_list(JobStatus, "settlement_job_status"))
+    requested_by: Mapped[str] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The run's last reported step (ledger.services.settlement.progress), with its counts.
+    step: Mapped[str | None] = mapped_column(String(32))
+    step_detail: Mapped[str | None] = mapped_column(Text)
+    step_done: Mapped[int | None] = mapped_column(BigInteger)
+    step_total: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[str | None] = mapped_column(String(66))
+    version: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str | None] = mapped_column(String(16))  # committed, resumed or unchanged
+    problem: Mapped[str | None] = mapped_column(Text)  # JSON: {code, detail, status, context}
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_settlement_jobs_status_created_at", "status", "created_at"),
+        Index("ix_settlement_jobs_period_start_period_end", "period_start", "period_end"),
+    )
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+class ParameterChangeRow(Base):
+    """Settlement parameters the operator scheduled (`POST /market/parameter-changes`), in effect
+    for periods starting at or after `effective_from`. Only ever inserted: a change is undone by
+    scheduling another. Migration 0011."""
+
+    __tablename__ = "parameter_changes"
+
+    change_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    effective_from: Mapped[int] = mapped_column(BigInteger, index=True)
+    tolerance_bps: Mapped[int] = mapped_column(BigInteger)
+    penalty_bps: Mapped[int] = mapped_column(BigInteger)
+    scheduled_by: Mapped[str] = mapped_column(String(255))
+    scheduled_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)

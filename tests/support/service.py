@@ -115,6 +115,25 @@ class RunningService:
     def operator(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
+    def settle(self, period: dict[str, str], expect: str = "succeeded") -> dict[str, Any]:
+        """POST /settlement-runs, then the job until it ends (`expect`: succeeded or failed); with
+        a succeeded job, its run (`GET /settlement-runs/{runId}`) under "run"."""
+        answer = self.client.post("/settlement-runs", json=period, headers=self.operator)
+        assert answer.status_code in (200, 202), answer.text
+        assert answer.headers["location"] == f"/settlement-jobs/{answer.json()['jobId']}"
+        job = self.wait_job(answer.json()["jobId"])
+        assert job["status"] == expect, job
+        if job["status"] == "succeeded":
+            job["run"] = self.client.get(f"/settlement-runs/{job['runId']}").json()
+        return job
+
+    def wait_job(self, job_id: str) -> dict[str, Any]:
+        def ended() -> dict[str, Any] | None:
+            job: dict[str, Any] = self.client.get(f"/settlement-jobs/{job_id}", headers=self.operator).json()
+            return job if job["status"] in ("succeeded", "failed") else None
+
+        return wait_for(ended, f"settlement job {job_id}")
+
     def trader(self, account: LocalAccount) -> httpx.Client:
         """A client signed in as `account` (a registered participant) with SIWE; close it after use."""
         challenge = self.public.get("/auth/siwe/nonce", params={"address": account.address})

@@ -26,9 +26,10 @@ Per record (repairs: MOVE / UNCONFIRM / RESET):
                                                 finishes it: adopts the chain's commit, awaits the
                                                 pending transaction or sends a new one); the version
                                                 it had superseded is committed again
-  disputes (opening)               opened at the new block; pending: left as is until mined;
-                                   gone: relayed again with the account's stored signature (once
-                                   its run is committed again, if the reorg took that too)
+  disputes (opening)               opened at the new block; pending: unconfirmed (stored, so a
+                                   restarted service follows it up too) until mined; gone: relayed
+                                   again with the account's stored signature (once its run is
+                                   committed again, if the reorg took that too: unconfirmed meanwhile)
   disputes (resolution)            resolved at the new block; pending: resolved, block unknown;
                                    gone: open again (the operator's resolve decides it again)
   submissions                      recorded|rejected at the new block, with the new outcome (a

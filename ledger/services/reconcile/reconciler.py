@@ -84,7 +84,6 @@ class Reconciler:
             DisputeResolutions(settlement, settlement_address),
             Submissions(context),
         ]
-        self._pending_openings: set[str] = set()
         self._stop = stop
         self._lock = threading.Lock()
         self._follow_up: threading.Thread | None = None
@@ -122,8 +121,6 @@ class Reconciler:
             for kind in self._kinds:
                 with self._context.read_sessions() as session:
                     records = kind.candidates(session, above)
-                    if kind is self._openings:
-                        records += [r for key in self._pending_openings if (r := kind.read(session, key))]
                 for record in _unique(records):
                     try:
                         self._check(kind, record, fates, report)
@@ -147,17 +144,12 @@ class Reconciler:
         fate, receipt = fates[record.transaction_hash]
         found = kind.effect(record, receipt)
         repair = decide(record.recorded, None if found is None else found.location, fate)
-        if kind is self._openings:
-            self._pending_openings.discard(record.key)
-            if repair is Repair.UNCONFIRM:
-                self._pending_openings.add(record.key)
-            elif repair is Repair.RESET:
-                # The account signed it: the operator relays it again, as the service did first.
-                again = self._settlement.relay_dispute_again(record.key)
-                if again is None:  # its run's commit is gone too: relayed once that is redone
-                    self._pending_openings.add(record.key)
-                    report.unconfirmed += 1
-                    return
+        if kind is self._openings and repair is Repair.RESET:
+            # The account signed it: the operator relays it again, as the service did first.
+            again = self._settlement.relay_dispute_again(record.key)
+            if again is None:  # its run's commit is gone too: relayed once that is redone
+                repair = Repair.UNCONFIRM
+            else:
                 where = Location(again.transaction_hash, again.block_number, again.block_hash)
                 found, repair = Found(where, again.logs), Repair.MOVE
         if repair is Repair.UNCONFIRM or (repair is Repair.KEEP and record.recorded is None):

@@ -201,11 +201,14 @@ class DisputeOpenings(RecordKind):
         self._topic = _topic(DISPUTE_OPENED)
 
     def candidates(self, session: Session, above: int | None) -> list[Record]:
-        rows = session.scalars(select(Dispute).where(_above(Dispute.opened_block_number, above)))
+        rows = session.scalars(
+            select(Dispute).where(_above(Dispute.opened_block_number, above) | Dispute.opening_unconfirmed)
+        )
         return [self._record(row) for row in rows]
 
     def _record(self, row: Dispute) -> Record:
-        location = Location(row.opened_transaction_hash, row.opened_block_number)
+        # Unconfirmed: not known to be mined, as a submission's pending record.
+        location = None if row.opening_unconfirmed else Location(row.opened_transaction_hash, row.opened_block_number)
         return Record(self.name, row.dispute_id, row.opened_transaction_hash, location)
 
     def read(self, session: Session, key: str) -> Record | None:
@@ -220,17 +223,14 @@ class DisputeOpenings(RecordKind):
         return None if receipt is None else _found_in_log(receipt.logs[0])
 
     def apply(self, session: Session, record: Record, repair: Repair, found: Found | None) -> None:
-        # UNCONFIRM changes nothing: the opening has no unconfirmed state; it is followed up.
+        # RESET does not come here: the reconciler relays the dispute again (MOVE), or, while its
+        # run is not on chain, leaves it unconfirmed until it is.
+        values: dict[str, Any] = {"opening_unconfirmed": repair is not Repair.MOVE}
         if repair is Repair.MOVE:
             assert found is not None
-            session.execute(
-                update(Dispute)
-                .where(Dispute.dispute_id == record.key)
-                .values(
-                    opened_transaction_hash=found.location.transaction_hash,
-                    opened_block_number=found.location.block_number,
-                )
-            )
+            values["opened_transaction_hash"] = found.location.transaction_hash
+            values["opened_block_number"] = found.location.block_number
+        session.execute(update(Dispute).where(Dispute.dispute_id == record.key).values(**values))
 
 
 class DisputeResolutions(RecordKind):

@@ -6,7 +6,8 @@ versions and finality"):
 1. gather the inputs from the index: trades recorded and still active (status `recorded`: a
    cancelled trade is out, an amended one is replaced by its amendment, itself a recorded trade)
    overlapping the period; the latest committed reading per participant and interval; the latest
-   price batch covering the period; the parameters of the settings; the balancing account;
+   committed price per interval, whichever batch holds it; the parameters in effect at the
+   period's start (`parameters`); the balancing account;
 2. hash them (`inputs_hash`). The period's current version with the same hash is the answer: a
    no-op. Otherwise the next version is computed by the pure engine (`ledger.domain.settlement`);
 3. write the run with status `computed`, with all its lines, positions and input references, in
@@ -42,6 +43,9 @@ The package, module by module:
 - `trees`: the Merkle trees of the last few runs, for proofs and disputes;
 - `disputes`: disputes of a line: typed data, relaying, resolving, relaying again after a reorg;
 - `chain_logs`: the contract's events, and finding one of their logs without a receipt;
+- `jobs`: runs requested through the API, stored and executed by the workers' settlement thread;
+- `parameters`: the settlement parameters in effect for a period, their scheduled changes, and
+  the market's published parameters;
 - `views`, `progress`, `errors`: what the service answers with, reports and refuses.
 """
 

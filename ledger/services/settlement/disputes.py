@@ -175,6 +175,7 @@ class DisputeDesk:
             resolution_hash=row.resolution_hash,
             opened_transaction_hash=row.opened_transaction_hash,
             opened_block_number=row.opened_block_number,
+            opening_unconfirmed=row.opening_unconfirmed,
             resolved_transaction_hash=row.resolved_transaction_hash,
             resolved_block_number=row.resolved_block_number,
         )

@@ -1,5 +1,5 @@
 """What a run takes from the index: the period's final trades, readings and prices, the
-settlement parameters and the balancing account, and their hash; and the checks that the index
+settlement parameters in effect for the period and the balancing account, and their hash; and the checks that the index
 holds all of them before a run takes them."""
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from ledger.domain.settlement import (
     SettlementInputs,
     SettlementParameters,
     inputs_hash,
+    price_inputs_root,
 )
 from ledger.domain.units import INTERVAL_SECONDS
 from ledger.indexer.indexer import final_block_number
 from ledger.services.context import LedgerContext
 from ledger.services.settlement.errors import IndexBehind
+from ledger.services.settlement.parameters import ParameterDesk
 from ledger.store import metering_queries
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
 from ledger.store.models import IndexedBlock, IndexerCheckpoint, Trade, TradeEvent, TradeEventKind, hash32
@@ -44,10 +46,11 @@ class GatheredInputs:
     # (participant, interval start) -> (batch id, version) of the reading used.
     reading_origin: dict[tuple[str, int], tuple[str, int]]
     reading_batches: dict[str, str]  # batch id -> root
-    price_batch_id: str
-    price_batch_root: str
+    price_batches: dict[str, str]  # batch id -> root, of every batch holding a price the run used
+    newest_price_batch_id: str  # the batch of the highest price version used (the run row's price_batch_id)
     prices: dict[int, int]
     parameters: SettlementParameters
+    parameter_change_id: int | None  # the scheduled change that set them (None: the settings)
     balancing_account: str
     inputs_hash: str
 
@@ -65,13 +68,12 @@ class GatheredInputs:
 
 
 class InputGatherer:
-    """Reads a run's inputs from the final part of the trade index, with the settings' parameters."""
+    """Reads a run's inputs from the final part of the trade index, with the parameters in effect."""
 
     def __init__(self, context: LedgerContext) -> None:
         self._read_sessions = context.read_sessions
-        settings = context.settings
-        self.parameters = SettlementParameters(settings.tolerance_bps, settings.penalty_bps)
-        self.balancing_account = context.settlement_operator.sender.address
+        self._parameters = ParameterDesk(context)
+        self.balancing_account = self._parameters.balancing_account
         trade_ledger = context.deployment.contracts["TradeLedger"].address
         # The trade indexer's checkpoint (the name `LedgerService` gives its indexer).
         self._index_name = f"{context.deployment.chain_id}:{trade_ledger}"
@@ -91,20 +93,24 @@ class InputGatherer:
                 hash32(row.batch_id, field="batch_id"): hash32(row.root, field="root")
                 for row in metering_queries.reading_batches_used(session, period_start, period_end, final_block=final)
             }
-            price_batch = metering_queries.latest_price_batch(session, period_start, period_end, final_block=final)
-            if price_batch is None:
-                raise MissingReferencePrice(list(range(period_start, period_end, INTERVAL_SECONDS)))
-            prices = dict(metering_queries.prices(session, price_batch.batch_id))
+            price_rows = metering_queries.current_prices(session, period_start, period_end, final_block=final)
+            parameters, change_id = self._parameters.in_effect(session, period_start)
+        prices = {row.interval_start: row.price_minor_per_mwh for row in price_rows}
+        missing = [start for start in range(period_start, period_end, INTERVAL_SECONDS) if start not in prices]
+        if missing:
+            raise MissingReferencePrice(missing)
+        price_batches = {
+            hash32(row.batch_id, field="price_batch_id"): hash32(row.root, field="price_batch_root")
+            for row in price_rows
+        }
         readings, origin = _readings(reading_rows)
-        price_batch_id = hash32(price_batch.batch_id, field="price_batch_id")
-        price_batch_root = hash32(price_batch.root, field="price_batch_root")
         digest = inputs_hash(
             period_start=period_start,
             period_end=period_end,
             trade_ids=[trade.trade_id for trade in trades],
             reading_batch_roots=sorted(set(batches.values())),
-            price_batch_root=price_batch_root,
-            parameters=self.parameters,
+            price_batch_root=price_inputs_root(price_batches.values()),
+            parameters=parameters,
             balancing_account=self.balancing_account,
         )
         return GatheredInputs(
@@ -114,10 +120,11 @@ class InputGatherer:
             readings=readings,
             reading_origin=origin,
             reading_batches=batches,
-            price_batch_id=price_batch_id,
-            price_batch_root=price_batch_root,
+            price_batches=price_batches,
+            newest_price_batch_id=hash32(max(price_rows, key=lambda row: row.version).batch_id, field="batch_id"),
             prices=prices,
-            parameters=self.parameters,
+            parameters=parameters,
+            parameter_change_id=change_id,
             balancing_account=self.balancing_account,
             inputs_hash=digest,
         )

@@ -24,7 +24,15 @@ from ledger.services.settlement.views import (
 )
 from ledger.signing.disputes import DisputeLine
 from ledger.store.models import checksum_address, hash32
-from ledger.store.settlement_models import Position, RunReadingBatch, RunStatus, RunTrade, SettlementRun, StatementLine
+from ledger.store.settlement_models import (
+    Position,
+    RunPriceBatch,
+    RunReadingBatch,
+    RunStatus,
+    RunTrade,
+    SettlementRun,
+    StatementLine,
+)
 
 
 class RunReader:
@@ -73,8 +81,15 @@ class RunReader:
                     .order_by(RunReadingBatch.batch_id)
                 )
             )
+            price_batch_ids = list(
+                session.scalars(
+                    select(RunPriceBatch.batch_id)
+                    .where(RunPriceBatch.run_id == row.run_id)
+                    .order_by(RunPriceBatch.batch_id)
+                )
+            )
             run = RunSummary.of(row)
-        return RunDetail(run, int(trade_count or 0), batch_ids, self.chain_state(run.run_id))
+        return RunDetail(run, int(trade_count or 0), batch_ids, price_batch_ids, self.chain_state(run.run_id))
 
     def chain_state(self, identity: str) -> ChainState | None:
         """The contract's status of the run (finality), or None when the node is unreachable."""

@@ -21,7 +21,15 @@ from ledger.services.settlement.inputs import GatheredInputs, InputGatherer
 from ledger.services.settlement.progress import Progress, ProgressEvent, Step, no_progress
 from ledger.services.settlement.trees import TreeCache
 from ledger.services.settlement.views import RunAction, RunOutcome, RunSummary
-from ledger.store.settlement_models import Position, RunReadingBatch, RunStatus, RunTrade, SettlementRun, StatementLine
+from ledger.store.settlement_models import (
+    Position,
+    RunPriceBatch,
+    RunReadingBatch,
+    RunStatus,
+    RunTrade,
+    SettlementRun,
+    StatementLine,
+)
 
 WRITE_CHUNK_ROWS = 20_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -199,10 +207,11 @@ class RunExecutor:
             line_count=len(result.lines),
             total_receivable_minor=str(sum(a for a in totals if a > 0)),
             total_payable_minor=str(-sum(a for a in totals if a < 0)),
-            price_batch_id=gathered.price_batch_id,
+            price_batch_id=gathered.newest_price_batch_id,
             tolerance_bps=gathered.parameters.tolerance_bps,
             penalty_bps=gathered.parameters.penalty_bps,
             balancing_account=gathered.balancing_account,
+            parameter_change_id=gathered.parameter_change_id,
         )
         total = len(line_rows)
         try:
@@ -214,6 +223,11 @@ class RunExecutor:
                     session,
                     RunReadingBatch,
                     [{"run_id": identity, "batch_id": b, "root": r} for b, r in gathered.reading_batches.items()],
+                )
+                _insert_rows(
+                    session,
+                    RunPriceBatch,
+                    [{"run_id": identity, "batch_id": b, "root": r} for b, r in gathered.price_batches.items()],
                 )
                 for start in range(0, total, WRITE_CHUNK_ROWS):
                     _insert_rows(session, StatementLine, line_rows[start : start + WRITE_CHUNK_ROWS])

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.chain.transactions import Receipt
-from ledger.domain.settlement import SettlementParameters
 from ledger.services.chain_facts import ChainFacts
 from ledger.services.context import LedgerContext
 from ledger.services.settlement.commits import CommitProvenance, RunCommitter
@@ -44,10 +43,6 @@ class SettlementService:
     @property
     def balancing_account(self) -> str:
         return self._inputs.balancing_account
-
-    @property
-    def parameters(self) -> SettlementParameters:
-        return self._inputs.parameters
 
     # --- the run (runs, inputs, commits) ---------------------------------------------------
 

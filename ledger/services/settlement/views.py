@@ -31,6 +31,7 @@ class RunSummary:
     tolerance_bps: int
     penalty_bps: int
     balancing_account: str
+    parameter_change_id: int | None
     superseded_by: str | None
     transaction_hash: str | None
     block_number: int | None
@@ -57,6 +58,7 @@ class RunSummary:
             tolerance_bps=row.tolerance_bps,
             penalty_bps=row.penalty_bps,
             balancing_account=row.balancing_account,
+            parameter_change_id=row.parameter_change_id,
             superseded_by=row.superseded_by,
             transaction_hash=row.transaction_hash,
             block_number=row.block_number,
@@ -102,6 +104,7 @@ class RunDetail:
     run: RunSummary
     trade_count: int
     reading_batch_ids: list[str]
+    price_batch_ids: list[str]
     chain: ChainState | None  # None when the node cannot be reached
 
 
@@ -201,6 +204,7 @@ class DisputeView:
     resolution_hash: str | None
     opened_transaction_hash: str
     opened_block_number: int
+    opening_unconfirmed: bool  # a reorg took the opening back: it is followed up (ledger.services.reconcile)
     resolved_transaction_hash: str | None
     resolved_block_number: int | None
     created: bool = False  # by this call (False: the same dispute was relayed before)
