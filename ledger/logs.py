@@ -1,8 +1,8 @@
 """The one logging set-up of the service, its child processes and the scripts.
 
-`text` is for people: one line per event, `time LEVEL logger: message` (time in UTC). `json` is for machines:
-one JSON object per line with `time` (ISO 8601, UTC), `level`, `logger`, `message` and the
-record's extra fields (`log.info("...", extra={"trades": 12})`).
+`text` is for people: one line per event, `time LEVEL logger: message` (time in UTC). `json` is
+for machines: one JSON object per line with `time` (ISO 8601, UTC), `level`, `logger`, `message`
+and the record's extra fields (`log.info("...", extra={"trades": 12})`).
 
 What happens on every poll or request is routine and logged at DEBUG; INFO is kept for what an
 operator wants to see once (a batch recorded, a run committed, a reorg, a process restarted).
