@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Literal
@@ -143,6 +143,18 @@ class WorkerProcess:
                 raise WorkerProcessError("the relayer and indexer process did not start: see its log above")
             self._receive(timeout=0.2)
         log.info("relayer and indexer running in process %d", process.pid)
+        # The child reports every REPORT_INTERVAL: read them as they come, or the pipe fills up
+        # and blocks the child when nobody asks `alive` for a few minutes (a supervisor).
+        threading.Thread(target=self._follow, args=(process,), name="gridledger-worker-reports", daemon=True).start()
+
+    def _follow(self, process: BaseProcess) -> None:
+        connection = self._connection
+        while connection is not None and self._process is process and process.is_alive():
+            try:
+                wait([connection, process.sentinel], timeout=REPORT_INTERVAL)  # not holding the lock
+            except (OSError, ValueError):  # closed by stop()
+                return
+            self._receive()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Asks the child to stop and waits `timeout` seconds for it, then terminates it."""

@@ -71,8 +71,9 @@ class ServedProcess:
         return pids
 
     def health(self) -> tuple[int, dict[str, object] | None]:
+        """On a new connection: a kept-alive one may belong to an API process a test killed."""
         try:
-            answer = self.client.get("/health", timeout=5)
+            answer = httpx.get(f"{self.base_url}/health", timeout=5)
         except httpx.HTTPError:
             return 0, None
         return answer.status_code, answer.json()
