@@ -29,7 +29,7 @@ MAX_BACKOFF = 16.0
 STABLE_AFTER = 60.0
 MAX_QUICK_DEATHS = 5
 # The whole stop of the service must end within 30 s: the children stop in parallel in this.
-STOP_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
 
 
 @dataclass
