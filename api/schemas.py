@@ -467,6 +467,10 @@ class TypedDataOut(ResponseModel):
 
 class WorkerOut(ResponseModel):
     alive: bool
+    state: Literal["running", "restarting", "stopped"] = Field(
+        description="running; restarting while a dead worker process is brought back; stopped"
+    )
+    restarts: int = Field(description="how often the worker's process was restarted since the service started")
 
 
 class HealthOut(ResponseModel):

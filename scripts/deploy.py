@@ -7,8 +7,10 @@ hashes, role holders) is what the service and the other scripts read to find the
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from ledger import logs
 from ledger.errors import LedgerError
 from ledger.services.devstack import deploy
 from scripts.settings_flags import (
@@ -21,6 +23,7 @@ from scripts.settings_flags import (
 
 
 def main(argv: list[str] | None = None) -> int:
+    logs.configure(level=logging.WARNING)  # problems only: the script prints its own results
     parser = argparse.ArgumentParser(description=__doc__)
     add_settings_flags(parser, CHAIN_FLAGS)
     try:

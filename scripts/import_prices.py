@@ -13,10 +13,12 @@ Exit status: 0 imported (now or before); 2 refused input, with every error print
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import datetime
 from typing import Any
 
+from ledger import logs
 from ledger.domain.units import to_unix
 from ledger.services.metering import BatchResult
 from scripts.import_readings import metering_service, parser, progress, read_file, run, settings_from, supersedes_from
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--period-start", type=moment, help="ISO 8601 with offset, or Unix seconds")
     arguments.add_argument("--period-end", type=moment, help="exclusive; ISO 8601 with offset, or Unix seconds")
     args: Any = arguments.parse_args(argv)
+    logs.configure(level=logging.WARNING)  # problems only: the script prints its own results
     return run(import_prices, args, "prices")
 
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ledger import logs
 from ledger.config import Settings
 from ledger.domain.metering import FileFormat, MeteringFileError, file_format, iso
 from ledger.errors import ConflictError, LedgerError, ValidationError
@@ -108,7 +109,7 @@ def metering_service(settings: Settings) -> Iterator[MeteringService]:
 
 def run(main: Callable[[argparse.Namespace], BatchResult], args: argparse.Namespace, what: str) -> int:
     """Runs an import and turns its outcome into output and an exit status."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(level=logging.WARNING)  # problems only: the script prints its own results
     try:
         result = main(args)
     except MeteringFileError as exc:

@@ -31,6 +31,7 @@ events/s, time left) and prints the final events/s.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger import logs
 from ledger.chain.compiler import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks-per-step", type=int, default=DEFAULT_BLOCKS_PER_STEP)
     parser.add_argument("--reset", action="store_true", help="delete the existing index first")
     args = parser.parse_args(argv)
+    logs.configure(level=logging.WARNING)  # problems only: the script prints its own results
     try:
         settings = settings_from_flags(args)
     except SettingsRefused as exc:

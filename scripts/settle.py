@@ -17,10 +17,12 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
+from ledger import logs
 from ledger.domain.settlement import MissingReferencePrice
 from ledger.domain.units import INTERVAL_SECONDS, to_datetime, to_unix
 from ledger.errors import LedgerError
@@ -32,6 +34,7 @@ from scripts.settings_flags import SettingsRefused, add_settings_flags, settings
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    logs.configure(level=logging.WARNING)  # problems only: the script prints its own results
     period_start, period_end = _period(parser, args)
     try:
         settings = settings_from_flags(args)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import timedelta
 
+from ledger import logs
 from ledger.auth.scopes import parse_scopes
 from ledger.errors import LedgerError
 from ledger.services.access import AccessService, TokenInfo
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     revoke = commands.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id")
     args = parser.parse_args(argv)
+    logs.configure(level=logging.WARNING)  # problems only: the script prints its own results
 
     try:
         settings = settings_from_flags(args, needs_rpc=False)

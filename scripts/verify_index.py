@@ -28,8 +28,10 @@ log), 2 for bad settings.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from ledger import logs
 from ledger.chain.deployment import Deployment
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.config import Settings
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repair", action="store_true", help="repair the services' records a reorg left stale, then verify again"
     )
     args = parser.parse_args(argv)
+    logs.configure(level=logging.WARNING)  # problems only: the script prints its own results
     try:
         settings = settings_from_flags(args)
     except SettingsRefused as exc:

@@ -130,7 +130,8 @@ def test_health_reports_head_index_and_workers(api: RunningService) -> None:
     assert health.status_code == 200
     report = health.json()
     assert report["status"] == "ok" and report["chainId"] == 31337
-    assert report["workers"] == {"relayer": {"alive": True}, "indexer": {"alive": True}, "settlement": {"alive": True}}
+    running = {"alive": True, "state": "running", "restarts": 0}
+    assert report["workers"] == {"relayer": running, "indexer": running, "settlement": running}
     assert report["head"] >= report["indexCheckpoint"] >= 0 and report["error"] is None
 
 
@@ -153,9 +154,9 @@ def test_health_is_503_when_a_worker_died(tmp_path: Path) -> None:
         report = wait_for(unhealthy, "health to turn 503")
         assert report["status"] == "unhealthy"
         assert report["workers"] == {
-            "relayer": {"alive": True},
-            "indexer": {"alive": False},
-            "settlement": {"alive": True},
+            "relayer": {"alive": True, "state": "running", "restarts": 0},
+            "indexer": {"alive": False, "state": "stopped", "restarts": 0},
+            "settlement": {"alive": True, "state": "running", "restarts": 0},
         }
         assert report["error"]["code"] == "reorg_beyond_finality"
 

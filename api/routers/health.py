@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import ReadsDep, ServiceDep, chain_head
-from api.schemas import HealthOut
+from api.schemas import HealthOut, WorkerOut
 from ledger.errors import LedgerError
 from ledger.store import queries
 
@@ -17,7 +17,12 @@ router = APIRouter(prefix="/health", tags=["health"])
     "",
     operation_id="getHealth",
     summary="Liveness of the node, the index and the relayer/indexer workers",
-    responses={503: {"model": HealthOut, "description": "a worker stopped, or the node cannot be reached"}},
+    responses={
+        503: {
+            "model": HealthOut,
+            "description": "a worker stopped or is being restarted, or the node cannot be reached",
+        }
+    },
 )
 async def get_health(service: ServiceDep, reads: ReadsDep) -> JSONResponse:
     head, checkpoint = await reads(
@@ -26,16 +31,19 @@ async def get_health(service: ServiceDep, reads: ReadsDep) -> JSONResponse:
     indexed = None if checkpoint is None else checkpoint.block_number
     if head is not None and indexed is not None:
         head = max(head, indexed)  # the head is cached for a second; the index proves it got this far
-    workers = service.workers
+    workers = service.worker_statuses
     failure = service.failure
-    healthy = head is not None and failure is None and bool(workers) and all(workers.values())
+    healthy = head is not None and failure is None and bool(workers) and all(w.alive for w in workers.values())
     report = HealthOut(
         status="ok" if healthy else "unhealthy",
         chain_id=service.context.deployment.chain_id,
         head=head,
         index_checkpoint=indexed,
         index_lag=None if head is None or indexed is None else head - indexed,
-        workers={name: {"alive": alive} for name, alive in workers.items()},  # type: ignore[misc]
+        workers={
+            name: WorkerOut(alive=worker.alive, state=worker.state, restarts=worker.restarts)
+            for name, worker in workers.items()
+        },
         error=None
         if failure is None
         else {

@@ -1013,7 +1013,7 @@ class _Progress:
         elapsed = time.monotonic() - self._since
         if elapsed < PROGRESS_LOG_SECONDS:
             return
-        logger.info(
+        logger.debug(
             "indexer %s: at block %d of %d final (head %d); %d events in %.0f s",
             self._name,
             max(result.to_block, result.from_block - 1),

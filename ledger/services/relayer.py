@@ -186,6 +186,14 @@ class Relayer:
                     session, trade_id, reason.code, str(reason), receipt.transaction_hash, receipt.block_number
                 )
                 rejected += 1
+        log.info(
+            "batch recorded in block %d: %d trades recorded, %d rejected (transaction %s)",
+            receipt.block_number,
+            len(recorded),
+            rejected,
+            receipt.transaction_hash,
+            extra={"event": "batch_recorded", "block": receipt.block_number, "recorded": len(recorded)},
+        )
         return len(recorded), rejected, 0
 
     def _mark_if_recorded_earlier(self, session: Session, trade_id: str) -> bool:

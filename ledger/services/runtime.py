@@ -25,6 +25,7 @@ from ledger.services.relayer import Relayer
 from ledger.services.settlement import SettlementService
 from ledger.services.settlement.jobs import SettlementJobs
 from ledger.services.trading import TradingService
+from ledger.services.worker_process import WorkerStatus
 
 if TYPE_CHECKING:
     from ledger.services.worker_process import WorkerProcess, WorkerStatusFile
@@ -119,6 +120,13 @@ class LedgerService:
             return self._elsewhere.alive
         names = {t: t.name.removeprefix("gridledger-") for t in self._threads}
         return {name: t.is_alive() and name not in self._failed for t, name in names.items()}
+
+    @property
+    def worker_statuses(self) -> dict[str, WorkerStatus]:
+        """Each worker's liveness, the state of the process it runs in and that process's restarts."""
+        if self._elsewhere is not None:
+            return self._elsewhere.statuses
+        return {name: WorkerStatus(alive, "running" if alive else "stopped") for name, alive in self.workers.items()}
 
     def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:
         def guarded() -> None:

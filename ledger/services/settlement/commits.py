@@ -4,6 +4,7 @@ it is proven to be the same run. See the package docstring for how a commit resu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from ledger.services.settlement.progress import Progress, ProgressEvent, Step
 from ledger.services.settlement.reads import run_row
 from ledger.services.settlement.views import RunSummary
 from ledger.store.settlement_models import RunStatus, SettlementRun
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,15 @@ class RunCommitter:
             row.dispute_window_ends = provenance.dispute_window_ends
             self._chain_facts.write(session, provenance.logs, provenance.block)
             session.flush()
-            return RunSummary.of(row)
+            summary = RunSummary.of(row)
+        log.info(
+            "settlement run %s committed in block %d (transaction %s)",
+            identity,
+            provenance.block_number,
+            provenance.transaction_hash,
+            extra={"event": "run_committed", "run": identity, "block": provenance.block_number},
+        )
+        return summary
 
     def _transaction_known(self, tx_hash: str) -> bool:
         return self._context.rpc.call("eth_getTransactionByHash", tx_hash) is not None
