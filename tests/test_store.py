@@ -54,7 +54,7 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0009"
 
 
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
