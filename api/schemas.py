@@ -112,8 +112,10 @@ class CancelItemIn(CancelIn):
         return CancelRequest(self.trade_id, self.deadline, self.seller_signature, self.buyer_signature)
 
 
-# Validated one by one (see `parse_cancel_batch`), like the items of BatchIn.
-CancelBatchItem = Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/CancelItemIn"})]
+_cancel_item = TypeAdapter(CancelItemIn)
+# Validated one by one (see `parse_cancel_batch`), like the items of BatchIn; documented inline, as
+# no route takes a CancelItemIn of its own.
+CancelBatchItem = Annotated[Any, WithJsonSchema(_cancel_item.json_schema())]
 
 
 class CancelBatchIn(RequestModel):
@@ -146,9 +148,6 @@ def parse_batch(items: Sequence[Any], path: str) -> list[SignedTrade | dict[str,
         except PydanticValidationError as exc:
             parsed.append(validation_problem(exc.errors(), prefix=("trades", index), instance=path))
     return parsed
-
-
-_cancel_item = TypeAdapter(CancelItemIn)
 
 
 def parse_cancel_batch(items: Sequence[Any], path: str) -> list[CancelRequest | dict[str, Any]]:

@@ -11,10 +11,10 @@ instead of mis-decoding. Values: addresses EIP-55 checksummed, bytes32 as 0x low
 integers as int, dynamic bytes as bytes.
 
 eth_abi is called directly: web3's contract event processing costs ~20x more per log. Events
-whose parameters are all static (every event but TradeRejected) are read word by word with
-eth_abi's per-type decoders, which check padding as strictly: eth_abi.decode's tuple decoder
-decodes every static word twice (once to validate offsets that static tuples do not have), which
-costs half the decoder's throughput on the indexer's hot path.
+whose parameters are all static (every event but TradeRejected and TradeCancelRejected) are read
+word by word with eth_abi's per-type decoders, which check padding as strictly: eth_abi.decode's
+tuple decoder decodes every static word twice (once to validate offsets that static tuples do not
+have), which costs half the decoder's throughput on the indexer's hot path.
 """
 
 from __future__ import annotations
@@ -82,6 +82,13 @@ class TradeRejected:
     provenance: Provenance
     trade_id: str
     reason: bytes  # an ABI-encoded custom error of ITradeLedger: decode with LogDecoder.decode_error
+
+
+@dataclass(frozen=True, slots=True)
+class TradeCancelRejected:
+    provenance: Provenance
+    trade_id: str
+    reason: bytes  # as TradeRejected's: why `cancelTrades` refused one cancellation
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +225,7 @@ class DisputeResolved:
 LedgerEvent = (
     TradeRecorded
     | TradeRejected
+    | TradeCancelRejected
     | TradeCancelled
     | TradeLimitsUpdated
     | ParticipantRegistered
@@ -239,6 +247,7 @@ EVENT_TYPES: dict[str, type[LedgerEvent]] = {
     for cls in (
         TradeRecorded,
         TradeRejected,
+        TradeCancelRejected,
         TradeCancelled,
         TradeLimitsUpdated,
         ParticipantRegistered,
