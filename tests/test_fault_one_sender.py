@@ -100,6 +100,11 @@ def test_trades_and_cancellations_from_the_api_process_are_relayed_without_a_non
         wait_for(lambda: settled("cancellation", cancellations), "every cancellation recorded", timeout=60)
 
         assert len(cancellations) == (ROUNDS - 1) * PER_ROUND
+        # Sent once each: a node refusal (a nonce taken) requeues a batch and counts an attempt.
+        with sessions() as session:
+            rows = [outbox.get_submission(session, t[0]) for t in trades]
+            rows += [outbox.get_cancellation(session, c) for c in cancellations]  # type: ignore[misc]
+        assert [r.attempts for r in rows if r is not None] == [0] * len(rows)
         ledger = service.context.recorder
         rpc = service.context.rpc
         for _, trade_id, _, _ in trades:
