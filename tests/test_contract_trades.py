@@ -20,7 +20,12 @@ from ledger import errors
 from ledger.chain.abi import abi_type
 from ledger.chain.compiler import compile_contracts
 from ledger.chain.node import LocalNode
-from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC, TRADE_REJECTED_TOPIC
+from ledger.chain.trade_ledger import (
+    TRADE_CANCEL_REJECTED_TOPIC,
+    TRADE_CANCELLED_TOPIC,
+    TRADE_RECORDED_TOPIC,
+    TRADE_REJECTED_TOPIC,
+)
 from ledger.domain.trade import ParticipantKind, ParticipantStatus, SignedTrade, Trade, TradeLimits, TradeStatus
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
 from ledger.signing.trader import countersigned, sign_trade
@@ -788,13 +793,18 @@ def test_batch_outcome_reports_every_rejected_copy(market: Market, parties: Part
 
 
 def test_batch_outcome_reads_the_abis_topics(market: Market) -> None:
-    """`batch_outcome` recognises the logs by topics spelled out by hand: they must be the ABI's."""
+    """`batch_outcome` and `cancel_outcome` recognise the logs by topics spelled out by hand: they
+    must be the ABI's."""
 
     def topic(name: str) -> str:
         event = next(i for i in market.abi if i["type"] == "event" and i["name"] == name)
         return "0x" + keccak(text=f"{name}({','.join(abi_type(i) for i in event['inputs'])})").hex()
 
     assert (topic("TradeRecorded"), topic("TradeRejected")) == (TRADE_RECORDED_TOPIC, TRADE_REJECTED_TOPIC)
+    assert (topic("TradeCancelled"), topic("TradeCancelRejected")) == (
+        TRADE_CANCELLED_TOPIC,
+        TRADE_CANCEL_REJECTED_TOPIC,
+    )
 
 
 def test_batch_costs_less_gas_per_trade_than_single_calls(market: Market, parties: Parties) -> None:

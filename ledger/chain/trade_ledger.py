@@ -76,7 +76,8 @@ class CancelOutcome:
 # charged.
 BATCH_BASE_GAS = 100_000
 BATCH_GAS_PER_TRADE = 60_000
-# A cancellation costs ~20,000 gas (two signature recoveries, one warm write); the same margin.
+# A cancellation costs ~21,000 gas in a batch (two signature recoveries, one write of a warm slot,
+# the event); the bound covers cold participant slots, with the same margin.
 BATCH_GAS_PER_CANCEL = 35_000
 
 
