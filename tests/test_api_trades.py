@@ -577,6 +577,39 @@ def test_cancellations_in_a_batch_are_cancelled_in_one_transaction_each_judged_a
     assert_problem(api.client.get("/cancellations/not-a-uuid"), 422, "validation_error")
 
 
+@pytest.mark.parametrize(
+    ("envelope", "field"),
+    [
+        ({"cancellations": []}, "cancellations"),
+        ({"cancellations": [{}] * 1001}, "cancellations"),
+        ({"cancellations": {"0": {}}}, "cancellations"),
+        ([], "body"),
+    ],
+    ids=["empty", "oversized", "not a list", "not an object"],
+)
+def test_an_empty_or_oversized_cancel_batch_is_refused(api: RunningService, envelope: Any, field: str) -> None:
+    problem = assert_problem(api.client.post("/trades/cancel/batch", json=envelope), 422, "validation_error")
+    assert problem["errors"][0]["field"] == field
+
+
+def test_malformed_cancellations_are_refused_in_their_place(api: RunningService) -> None:
+    valid_id = "0x" + "ab" * 32
+    items: list[Any] = [
+        None,
+        7,
+        {"tradeId": "0x" + "\u0000" * 64, "deadline": iso(_now(api)), "sellerSignature": "0x", "buyerSignature": "0x"},
+        {"tradeId": valid_id, "deadline": "99999-01-01T00:00:00+00:00"},
+        {"tradeId": valid_id, "deadline": iso(_now(api) + 60), "sellerSignature": "0x" + "11" * 65, "extra": 1},
+    ]
+    answer = api.client.post("/trades/cancel/batch", json={"cancellations": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["outcome"] for r in results] == ["refused"] * len(items)
+    assert {r["problem"]["code"] for r in results} == {"validation_error"}
+    assert results[2]["problem"]["errors"][0]["field"].startswith("cancellations[2]")
+    assert api.client.get("/health").json()["status"] == "ok"
+
+
 def test_an_amendment_of_a_cancelled_trade_is_refused_even_before_the_index_sees_it(
     api: RunningService, parties: tuple[LocalAccount, LocalAccount]
 ) -> None:
