@@ -26,7 +26,7 @@ from api.types import (
 from ledger import errors
 from ledger.domain.trade import SignedTrade, Trade
 from ledger.domain.units import ZERO_ID
-from ledger.services.trading import Accepted
+from ledger.services.trading import Accepted, AcceptedCancellation, CancelRequest
 from ledger.store import models, queries
 
 MAX_BATCH = 1000
@@ -103,6 +103,25 @@ class CancelIn(RequestModel):
     buyer_signature: Signature
 
 
+class CancelItemIn(CancelIn):
+    """One cancellation of a batch: the trade's id with both parties' signatures."""
+
+    trade_id: Bytes32
+
+    def to_domain(self) -> CancelRequest:
+        return CancelRequest(self.trade_id, self.deadline, self.seller_signature, self.buyer_signature)
+
+
+_cancel_item = TypeAdapter(CancelItemIn)
+# Validated one by one (see `parse_cancel_batch`), like the items of BatchIn; documented inline, as
+# no route takes a CancelItemIn of its own.
+CancelBatchItem = Annotated[Any, WithJsonSchema(_cancel_item.json_schema())]
+
+
+class CancelBatchIn(RequestModel):
+    cancellations: list[CancelBatchItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 class CancelTypedDataIn(RequestModel):
     trade_id: Bytes32
     deadline: IsoTime
@@ -128,6 +147,17 @@ def parse_batch(items: Sequence[Any], path: str) -> list[SignedTrade | dict[str,
             parsed.append(_signed_trade.validate_python(raw).to_domain())
         except PydanticValidationError as exc:
             parsed.append(validation_problem(exc.errors(), prefix=("trades", index), instance=path))
+    return parsed
+
+
+def parse_cancel_batch(items: Sequence[Any], path: str) -> list[CancelRequest | dict[str, Any]]:
+    """Each item as a cancellation, or the validation problem naming its bad values."""
+    parsed: list[CancelRequest | dict[str, Any]] = []
+    for index, raw in enumerate(items):
+        try:
+            parsed.append(_cancel_item.validate_python(raw).to_domain())
+        except PydanticValidationError as exc:
+            parsed.append(validation_problem(exc.errors(), prefix=("cancellations", index), instance=path))
     return parsed
 
 
@@ -355,10 +385,102 @@ class TradePage(ResponseModel):
         return cls(items=items, next_cursor=next_cursor)
 
 
-class CancelOut(ResponseModel):
+class CancellationAcceptedOut(ResponseModel):
+    cancellation_id: str
     trade_id: str
-    transaction_hash: str
-    block_number: int
+    status: SubmissionStatusName
+    links: dict[str, str] = Field(examples=[{"cancellation": "/cancellations/…", "trade": "/trades/0x…"}])
+
+    @classmethod
+    def of(cls, accepted: AcceptedCancellation) -> CancellationAcceptedOut:
+        return cls(
+            cancellation_id=accepted.cancellation_id,
+            trade_id=accepted.trade_id,
+            status=accepted.status,  # type: ignore[arg-type]
+            links={
+                "cancellation": f"/cancellations/{accepted.cancellation_id}",
+                "trade": f"/trades/{accepted.trade_id}",
+            },
+        )
+
+
+class CancelBatchItemOut(ResponseModel):
+    """One item's answer: `accepted` with its ids, or `refused` with the problem (nothing written)."""
+
+    index: int
+    outcome: Literal["accepted", "refused"]
+    cancellation_id: str | None = None
+    trade_id: str | None = None
+    status: SubmissionStatusName | None = None
+    created: bool | None = Field(default=None, description="false when the same cancellation came before")
+    problem: Problem | None = None
+
+
+class CancelBatchOut(ResponseModel):
+    accepted: int
+    refused: int
+    results: list[CancelBatchItemOut]
+
+    @classmethod
+    def of(
+        cls,
+        parsed: Sequence[CancelRequest | dict[str, Any]],
+        outcomes: Sequence[AcceptedCancellation | errors.LedgerError],
+        path: str,
+    ) -> CancelBatchOut:
+        answers = iter(outcomes)
+        results: list[CancelBatchItemOut] = []
+        for index, item in enumerate(parsed):
+            outcome = next(answers) if isinstance(item, CancelRequest) else item
+            if isinstance(outcome, AcceptedCancellation):
+                results.append(
+                    CancelBatchItemOut(
+                        index=index,
+                        outcome="accepted",
+                        cancellation_id=outcome.cancellation_id,
+                        trade_id=outcome.trade_id,
+                        status=outcome.status,  # type: ignore[arg-type]
+                        created=outcome.created,
+                    )
+                )
+                continue
+            problem = Problem.model_validate(
+                problem_for(outcome, path) if isinstance(outcome, errors.LedgerError) else outcome
+            )
+            trade_id = (problem.model_extra or {}).get("tradeId")
+            results.append(CancelBatchItemOut(index=index, outcome="refused", trade_id=trade_id, problem=problem))
+        accepted = sum(result.outcome == "accepted" for result in results)
+        return cls(accepted=accepted, refused=len(results) - accepted, results=results)
+
+
+class CancellationOut(ResponseModel):
+    cancellation_id: str
+    trade_id: str
+    status: SubmissionStatusName = Field(description="recorded: the trade is cancelled on chain")
+    transaction_hash: str | None = Field(description="the cancelTrades transaction, once sent")
+    block_number: int | None
+    error_code: str | None = Field(description="why the chain refused the cancellation (status rejected)")
+    error_detail: str | None
+    attempts: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    links: dict[str, str]
+
+    @classmethod
+    def from_row(cls, row: models.Cancellation) -> CancellationOut:
+        return cls(
+            cancellation_id=row.id,
+            trade_id=row.trade_id,
+            status=row.status.value,  # type: ignore[arg-type]
+            transaction_hash=row.transaction_hash,
+            block_number=row.block_number,
+            error_code=row.error_code,
+            error_detail=row.error_detail,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            links={"self": f"/cancellations/{row.id}", "trade": f"/trades/{row.trade_id}"},
+        )
 
 
 # --- responses: participants ------------------------------------------------------------------

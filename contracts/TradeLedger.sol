@@ -8,7 +8,14 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ITradeLedger} from "./interfaces/ITradeLedger.sol";
 import {ParticipantRegistry} from "./mixins/ParticipantRegistry.sol";
 import {Roles} from "./libraries/Roles.sol";
-import {CancelTrade, CompactSignature, SignedTrade, Trade, TradeStructs} from "./libraries/TradeStructs.sol";
+import {
+    CancelTrade,
+    CompactSignature,
+    SignedCancel,
+    SignedTrade,
+    Trade,
+    TradeStructs
+} from "./libraries/TradeStructs.sol";
 
 /// @title TradeLedger
 /// @notice GridLedger's trade ledger: the participant registry and every bilateral energy trade,
@@ -59,25 +66,25 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
     }
 
     /// @inheritdoc ITradeLedger
-    function cancelTrade(
-        bytes32 tradeId,
-        address seller,
-        address buyer,
-        uint64 deadline,
-        CompactSignature calldata sellerSignature,
-        CompactSignature calldata buyerSignature
-    ) external onlyRole(Roles.RECORDER) whenNotPaused {
-        if (deadline < block.timestamp) revert TradeLedgerSignatureExpired(tradeId, deadline);
-        bytes memory failure = _checkReplaceable(tradeId, seller, buyer, _limits.gateClosureSeconds);
+    function cancelTrade(SignedCancel calldata cancel) external onlyRole(Roles.RECORDER) whenNotPaused {
+        bytes memory failure = _tryCancel(cancel, _limits.gateClosureSeconds);
         if (failure.length != 0) _revertWith(failure);
-        bytes32 digest = _hashTypedDataV4(TradeStructs.hash(CancelTrade(tradeId, deadline)));
-        if (!_signedBy(digest, sellerSignature, seller)) revert TradeLedgerInvalidSignature(tradeId, seller);
-        if (!_signedBy(digest, buyerSignature, buyer)) revert TradeLedgerInvalidSignature(tradeId, buyer);
-        failure = _checkActive(tradeId, seller);
-        if (failure.length == 0) failure = _checkActive(tradeId, buyer);
-        if (failure.length != 0) _revertWith(failure);
-        _trades[tradeId].status = TradeStatus.Cancelled;
-        emit TradeCancelled(tradeId, bytes32(0));
+    }
+
+    /// @inheritdoc ITradeLedger
+    function cancelTrades(
+        SignedCancel[] calldata cancels
+    ) external onlyRole(Roles.RECORDER) whenNotPaused returns (uint256 cancelled) {
+        if (cancels.length == 0) revert TradeLedgerEmptyBatch();
+        uint64 gateClosureSeconds = _limits.gateClosureSeconds;
+        for (uint256 i = 0; i < cancels.length; ++i) {
+            bytes memory failure = _tryCancel(cancels[i], gateClosureSeconds);
+            if (failure.length == 0) {
+                ++cancelled;
+            } else {
+                emit TradeCancelRejected(cancels[i].tradeId, failure);
+            }
+        }
     }
 
     /// @inheritdoc ITradeLedger
@@ -144,6 +151,29 @@ contract TradeLedger is ITradeLedger, ParticipantRegistry, Pausable, EIP712 {
             _trades[trade.replaces].status = TradeStatus.Amended;
             emit TradeCancelled(trade.replaces, tradeId);
         }
+    }
+
+    /// @dev Cancels the trade if the cancellation passes every check, in the order documented in
+    ///      ITradeLedger; otherwise returns the encoded custom error and changes nothing.
+    function _tryCancel(SignedCancel calldata c, uint64 gateClosureSeconds) private returns (bytes memory failure) {
+        bytes32 tradeId = c.tradeId;
+        if (c.deadline < block.timestamp) {
+            return abi.encodeWithSelector(TradeLedgerSignatureExpired.selector, tradeId, c.deadline);
+        }
+        failure = _checkReplaceable(tradeId, c.seller, c.buyer, gateClosureSeconds);
+        if (failure.length != 0) return failure;
+        bytes32 digest = _hashTypedDataV4(TradeStructs.hash(CancelTrade(tradeId, c.deadline)));
+        if (!_signedBy(digest, c.sellerSignature, c.seller)) {
+            return abi.encodeWithSelector(TradeLedgerInvalidSignature.selector, tradeId, c.seller);
+        }
+        if (!_signedBy(digest, c.buyerSignature, c.buyer)) {
+            return abi.encodeWithSelector(TradeLedgerInvalidSignature.selector, tradeId, c.buyer);
+        }
+        failure = _checkActive(tradeId, c.seller);
+        if (failure.length == 0) failure = _checkActive(tradeId, c.buyer);
+        if (failure.length != 0) return failure;
+        _trades[tradeId].status = TradeStatus.Cancelled;
+        emit TradeCancelled(tradeId, bytes32(0));
     }
 
     /// @dev The checks, in the order documented in ITradeLedger. Returns the first failure.

@@ -11,11 +11,13 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from sqlalchemy import update
 
 from ledger.chain.node import LocalNode
 from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC
 from ledger.domain.trade import DEFAULT_TRADE_LIMITS
 from ledger.domain.units import INTERVAL_SECONDS, to_datetime
+from ledger.store import models
 from tests.support.service import (
     RunningService,
     anvil_service,
@@ -487,8 +489,11 @@ def test_both_parties_cancel_a_recorded_trade(api: RunningService, parties: tupl
     assert problem["expectedSigner"] == buyer.address
 
     answer = api.client.post(f"/trades/{trade_id}/cancel", json={"deadline": deadline, **signatures})
-    assert answer.status_code == 200, answer.text
-    cancelled = answer.json()
+    assert answer.status_code == 202, answer.text
+    accepted = answer.json()
+    assert accepted["tradeId"] == trade_id and accepted["status"] == "accepted"
+    assert answer.headers["location"] == f"/cancellations/{accepted['cancellationId']}"
+    cancelled = api.wait_cancelled(accepted["cancellationId"])
     receipt = api.market.rpc.call("eth_getTransactionReceipt", cancelled["transactionHash"])
     assert int(receipt["blockNumber"], 16) == cancelled["blockNumber"] and receipt["status"] == "0x1"
 
@@ -496,8 +501,18 @@ def test_both_parties_cancel_a_recorded_trade(api: RunningService, parties: tupl
     assert [e["event"] for e in trade["events"]] == ["recorded", "cancelled"]
     assert trade["events"][1]["provenance"]["transactionHash"] == cancelled["transactionHash"]
 
+    # The same signed cancellation again: the same resource, 200; another one is refused.
     again = api.client.post(f"/trades/{trade_id}/cancel", json={"deadline": deadline, **signatures})
-    assert_problem(again, 422, "trade_not_active")
+    assert again.status_code == 200, again.text
+    assert again.json() == accepted | {"status": "recorded"}
+    later = iso(_now(api) + 700)
+    document = api.client.post("/eip712/cancel", json={"tradeId": trade_id, "deadline": later}).json()["typedData"]
+    other = {
+        "deadline": later,
+        "sellerSignature": sign_typed(seller, document),
+        "buyerSignature": sign_typed(buyer, document),
+    }
+    assert_problem(api.client.post(f"/trades/{trade_id}/cancel", json=other), 422, "trade_not_active")
     unknown = "0x" + "ab" * 32
     assert_problem(
         api.client.post(f"/trades/{unknown}/cancel", json={"deadline": deadline, **signatures}), 404, "not_found"
@@ -505,6 +520,146 @@ def test_both_parties_cancel_a_recorded_trade(api: RunningService, parties: tupl
     assert_problem(
         api.client.post("/trades/0x12/cancel", json={"deadline": deadline, **signatures}), 422, "validation_error"
     )
+
+
+def _cancel_body(api: RunningService, seller: LocalAccount, buyer: LocalAccount, trade_id: str, **extra: Any) -> dict:
+    deadline = iso(_now(api) + 600)
+    document = api.client.post("/eip712/cancel", json={"tradeId": trade_id, "deadline": deadline}).json()["typedData"]
+    return {
+        "deadline": deadline,
+        "sellerSignature": sign_typed(seller, document),
+        "buyerSignature": sign_typed(buyer, document),
+        **extra,
+    }
+
+
+def _recorded(api: RunningService, seller: LocalAccount, buyer: LocalAccount, count: int) -> list[str]:
+    """`count` new trades between the parties, recorded and indexed: their ids."""
+    bodies = [api.body(seller, buyer) for _ in range(count)]
+    results = api.client.post("/trades/batch", json={"trades": bodies}).json()["results"]
+    for result in results:
+        api.wait_recorded(result["submissionId"])
+        api.wait_indexed(f"/trades/{result['tradeId']}")
+    return [result["tradeId"] for result in results]
+
+
+def test_cancellations_in_a_batch_are_cancelled_in_one_transaction_each_judged_alone(
+    api: RunningService, parties: tuple[LocalAccount, LocalAccount]
+) -> None:
+    seller, buyer = parties
+    first, second, third = _recorded(api, seller, buyer, 3)
+    good = [_cancel_body(api, seller, buyer, t, tradeId=t) for t in (first, second)]
+    forged = _cancel_body(api, seller, buyer, third, tradeId=third)
+    forged["buyerSignature"] = forged["sellerSignature"]
+    unknown = "0x" + "cd" * 32
+    items = [good[0], forged, {"tradeId": "0x12"}, _cancel_body(api, seller, buyer, unknown, tradeId=unknown)]
+    items += [good[1], good[0]]
+    answer = api.client.post("/trades/cancel/batch", json={"cancellations": items})
+    assert answer.status_code == 200, answer.text
+    batch = answer.json()
+    assert (batch["accepted"], batch["refused"]) == (3, 3)
+    results = batch["results"]
+    assert [r["outcome"] for r in results] == ["accepted", "refused", "refused", "refused", "accepted", "accepted"]
+    assert [r["problem"]["code"] for r in results if r["problem"]] == [
+        "invalid_signature",
+        "validation_error",
+        "not_found",
+    ]
+    # The same signed cancellation twice in a request: one resource.
+    assert results[5]["cancellationId"] == results[0]["cancellationId"] and results[5]["created"] is False
+
+    done = [api.wait_cancelled(results[i]["cancellationId"]) for i in (0, 4)]
+    assert done[0]["transactionHash"] == done[1]["transactionHash"]  # one cancelTrades transaction
+    for trade_id in (first, second):
+        api.wait_indexed(f"/trades/{trade_id}", until=lambda t: t["status"] == "cancelled")
+    assert api.client.get(f"/trades/{third}").json()["status"] == "recorded"
+    assert_problem(api.client.get("/cancellations/00000000-0000-4000-8000-000000000000"), 404, "not_found")
+    assert_problem(api.client.get("/cancellations/not-a-uuid"), 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    ("envelope", "field"),
+    [
+        ({"cancellations": []}, "cancellations"),
+        ({"cancellations": [{}] * 1001}, "cancellations"),
+        ({"cancellations": {"0": {}}}, "cancellations"),
+        ([], "body"),
+    ],
+    ids=["empty", "oversized", "not a list", "not an object"],
+)
+def test_an_empty_or_oversized_cancel_batch_is_refused(api: RunningService, envelope: Any, field: str) -> None:
+    problem = assert_problem(api.client.post("/trades/cancel/batch", json=envelope), 422, "validation_error")
+    assert problem["errors"][0]["field"] == field
+
+
+def test_malformed_cancellations_are_refused_in_their_place(api: RunningService) -> None:
+    valid_id = "0x" + "ab" * 32
+    items: list[Any] = [
+        None,
+        7,
+        {"tradeId": "0x" + "\u0000" * 64, "deadline": iso(_now(api)), "sellerSignature": "0x", "buyerSignature": "0x"},
+        {"tradeId": valid_id, "deadline": "99999-01-01T00:00:00+00:00"},
+        {"tradeId": valid_id, "deadline": iso(_now(api) + 60), "sellerSignature": "0x" + "11" * 65, "extra": 1},
+    ]
+    answer = api.client.post("/trades/cancel/batch", json={"cancellations": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["outcome"] for r in results] == ["refused"] * len(items)
+    assert {r["problem"]["code"] for r in results} == {"validation_error"}
+    assert results[2]["problem"]["errors"][0]["field"].startswith("cancellations[2]")
+    assert api.client.get("/health").json()["status"] == "ok"
+
+
+def test_an_amendment_of_a_cancelled_trade_is_refused_even_before_the_index_sees_it(
+    api: RunningService, parties: tuple[LocalAccount, LocalAccount]
+) -> None:
+    seller, buyer = parties
+    (trade_id,) = _recorded(api, seller, buyer, 1)
+    accepted = api.client.post(f"/trades/{trade_id}/cancel", json=_cancel_body(api, seller, buyer, trade_id))
+    assert accepted.status_code == 202, accepted.text
+    # While the cancellation is on its way, and once the chain has it:
+    amendment = api.body(seller, buyer, replaces=trade_id)
+    assert_problem(api.client.post("/trades", json=amendment), 422, "trade_not_active")
+    api.wait_cancelled(accepted.json()["cancellationId"])
+    api.wait_indexed(f"/trades/{trade_id}", until=lambda t: t["status"] == "cancelled")
+    # An index a block behind (the trade still recorded there): the chain answers.
+    with api.service.context.sessions.begin() as session:
+        session.execute(
+            update(models.Trade).where(models.Trade.trade_id == trade_id).values(status=models.TradeStatus.RECORDED)
+        )
+        session.execute(
+            update(models.Cancellation).where(models.Cancellation.trade_id == trade_id).values(status="rejected")
+        )
+    problem = assert_problem(
+        api.client.post("/trades", json=api.body(seller, buyer, replaces=trade_id)), 422, "trade_not_active"
+    )
+    assert problem["tradeId"] == trade_id
+    assert not api.has_submission(api.trade_id(amendment))
+
+
+def test_a_party_suspended_a_moment_ago_is_refused_though_the_index_says_active(api: RunningService) -> None:
+    seller, buyer = api.register("generator"), api.register("retailer")
+    answer = api.client.post(f"/participants/{buyer.address}/suspend", headers=api.operator)
+    assert answer.status_code == 200, answer.text
+    api.wait_indexed(f"/participants/{buyer.address}", until=lambda p: p["status"] == "suspended")
+    with api.service.context.sessions.begin() as session:  # the index a block behind
+        session.execute(
+            update(models.Participant)
+            .where(models.Participant.address == buyer.address)
+            .values(status=models.ParticipantStatus.ACTIVE)
+        )
+    body = api.body(seller, buyer)
+    problem = assert_problem(api.client.post("/trades", json=body), 422, "participant_suspended")
+    assert problem["account"] == buyer.address
+    batch = api.client.post("/trades/batch", json={"trades": [body, api.body(seller, seller)]}).json()
+    assert [r["problem"]["code"] for r in batch["results"]] == ["participant_suspended", "self_trade"]
+    assert not api.has_submission(api.trade_id(body))
+    # A trade that cancels with the suspended party is refused the same way.
+    other = api.register("retailer")
+    (trade_id,) = _recorded(api, seller, other, 1)
+    api.client.post(f"/participants/{other.address}/suspend", headers=api.operator)
+    cancel = _cancel_body(api, seller, other, trade_id)
+    assert_problem(api.client.post(f"/trades/{trade_id}/cancel", json=cancel), 422, "participant_suspended")
 
 
 # --- reading: one trade, lists, filters, pages ------------------------------------------------

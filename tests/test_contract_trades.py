@@ -20,7 +20,12 @@ from ledger import errors
 from ledger.chain.abi import abi_type
 from ledger.chain.compiler import compile_contracts
 from ledger.chain.node import LocalNode
-from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC, TRADE_REJECTED_TOPIC
+from ledger.chain.trade_ledger import (
+    TRADE_CANCEL_REJECTED_TOPIC,
+    TRADE_CANCELLED_TOPIC,
+    TRADE_RECORDED_TOPIC,
+    TRADE_REJECTED_TOPIC,
+)
 from ledger.domain.trade import ParticipantKind, ParticipantStatus, SignedTrade, Trade, TradeLimits, TradeStatus
 from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
 from ledger.signing.trader import countersigned, sign_trade
@@ -30,6 +35,7 @@ from tests.support.behaviours import (
     EntryPoint,
     assert_error,
     block_timestamp,
+    cancel_batch,
     cancel_request,
     count_logs,
     events,
@@ -787,13 +793,18 @@ def test_batch_outcome_reports_every_rejected_copy(market: Market, parties: Part
 
 
 def test_batch_outcome_reads_the_abis_topics(market: Market) -> None:
-    """`batch_outcome` recognises the logs by topics spelled out by hand: they must be the ABI's."""
+    """`batch_outcome` and `cancel_outcome` recognise the logs by topics spelled out by hand: they
+    must be the ABI's."""
 
     def topic(name: str) -> str:
         event = next(i for i in market.abi if i["type"] == "event" and i["name"] == name)
         return "0x" + keccak(text=f"{name}({','.join(abi_type(i) for i in event['inputs'])})").hex()
 
     assert (topic("TradeRecorded"), topic("TradeRejected")) == (TRADE_RECORDED_TOPIC, TRADE_REJECTED_TOPIC)
+    assert (topic("TradeCancelled"), topic("TradeCancelRejected")) == (
+        TRADE_CANCELLED_TOPIC,
+        TRADE_CANCEL_REJECTED_TOPIC,
+    )
 
 
 def test_batch_costs_less_gas_per_trade_than_single_calls(market: Market, parties: Parties) -> None:
@@ -1125,6 +1136,70 @@ def test_cancel_refused(market: Market, parties: Parties, recorded: SignedTrade,
         refusal.context(market, request),
         solidity_error=refusal.solidity_error,
     )
+
+
+WHOLE_BATCH_REFUSALS = {"paused", "unauthorized"}
+
+
+@pytest.mark.parametrize("refusal", [*CANCEL_REFUSALS, SUSPENDED_PARTY_CANCELS], ids=lambda r: r.name)
+def test_cancel_batch_refuses_each_cancellation_alone(
+    market: Market, parties: Parties, recorded: SignedTrade, refusal: CancelRefusal
+) -> None:
+    """`cancelTrades` applies the checks of `cancelTrade` to each item: a refused one is reported
+    by a `TradeCancelRejected` event with the error `cancelTrade` reverts with, in its place, and
+    the valid one beside it is cancelled; only a refusal of the call itself reverts it all."""
+    request = refusal.breaks(market, parties, recorded)
+    if refusal.code in WHOLE_BATCH_REFUSALS:
+        with pytest.raises(errors.LedgerError) as refused:
+            cancel_batch(market, [request.signed(market)], role=request.role)
+        assert_error(
+            refused.value,
+            refusal.error,
+            refusal.code,
+            refusal.context(market, request),
+            solidity_error=refusal.solidity_error,
+        )
+        return
+    other_seller, other_buyer = register(market, 2)
+    other = market.signed(other_seller, other_buyer)
+    record(market, other)
+    valid = cancel_request(market, other.trade, other_seller, other_buyer)
+
+    outcome = cancel_batch(market, [request.signed(market), valid.signed(market), request.signed(market)])
+
+    assert [trade_id for trade_id, _ in outcome.results] == [request.trade_id, valid.trade_id, request.trade_id]
+    assert outcome.results[1][1] is None
+    for _, reason in (outcome.results[0], outcome.results[2]):
+        assert reason is not None
+        assert_error(
+            reason, refusal.error, refusal.code, refusal.context(market, request), solidity_error=refusal.solidity_error
+        )
+    assert count_logs(market, outcome.receipt, "TradeCancelRejected") == 2
+    assert market.ledger("outsider").trade_status(valid.trade_id) is TradeStatus.CANCELLED
+
+
+def test_the_relayers_fixed_cancel_gas_covers_a_batch_of_cold_cancellations(market: Market) -> None:
+    """`sign_cancel_trades` signs a fixed gas limit per cancellation: a batch of cancellations by
+    parties no earlier item touched (cold slots) must fit, and cost less than single calls."""
+    size = 8
+    people = register(market, 2 * size)
+    pairs = [(people[2 * i], people[2 * i + 1]) for i in range(size)]
+    trades = [market.signed(seller, buyer) for seller, buyer in pairs]
+    assert len(record_batch(market, trades).recorded) == size
+    requests = [cancel_request(market, t.trade, s, b) for t, (s, b) in zip(trades, pairs, strict=True)]
+
+    outcome = cancel_batch(market, [r.signed(market) for r in requests[1:]])
+    single = requests[0].submit(market)
+
+    assert [reason for _, reason in outcome.results] == [None] * (size - 1)
+    assert outcome.receipt.gas_used < (size - 1) * single.gas_used - (size - 2) * 21_000
+    assert count_logs(market, outcome.receipt, "TradeCancelled") == size - 1
+
+
+def test_an_empty_cancel_batch_is_refused(market: Market) -> None:
+    with pytest.raises(errors.LedgerError) as refused:
+        cancel_batch(market, [])
+    assert refused.value.code == "empty_batch"
 
 
 # --- amendment ------------------------------------------------------------------------------------

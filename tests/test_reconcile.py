@@ -93,6 +93,27 @@ def test_a_submission_is_relocated_unconfirmed_and_reopened(store_session_factor
             outbox.unconfirm(session, [trade_id], TX)  # an accepted trade has no transaction to wait for
 
 
+def test_a_cancellation_is_moved_unconfirmed_and_reopened(store_session_factory: sessionmaker[Session]) -> None:
+    trade_id, digest = "0x" + "cc" * 32, "0x" + "dd" * 32
+    with store_session_factory.begin() as session:
+        row, created = outbox.add_cancellation(session, digest, trade_id, {"tradeId": trade_id})
+        assert created and outbox.add_cancellation(session, digest, trade_id, {})[0].id == row.id
+        outbox.mark_cancellations_pending(session, [row.id], TX)
+        outbox.settle_cancellation(session, row.id, SubmissionStatus.RECORDED, TX, 10)
+        assert outbox.live_cancellations(session, [trade_id]) == {trade_id}
+
+        outbox.settle_cancellation(session, row.id, SubmissionStatus.REJECTED, TX, 12, ("trade_not_active", "no"))
+        assert (row.status, row.block_number, row.error_code) == (SubmissionStatus.REJECTED, 12, "trade_not_active")
+        assert outbox.live_cancellations(session, [trade_id]) == set()
+
+        outbox.unconfirm_cancellation(session, row.id, TX)
+        assert (row.status, row.transaction_hash, row.block_number) == (SubmissionStatus.PENDING, TX, None)
+        outbox.reopen_cancellation(session, row.id)
+        assert (row.status, row.transaction_hash, row.attempts) == (SubmissionStatus.ACCEPTED, None, 0)
+        with pytest.raises(ConflictError):
+            outbox.unconfirm_cancellation(session, row.id, TX)
+
+
 # --- on a chain --------------------------------------------------------------------------------
 
 

@@ -12,11 +12,12 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC
-from ledger.domain.trade import SignedTrade, TradeStatus
+from ledger.domain.trade import SignedCancellation, SignedTrade, TradeStatus
 from ledger.services.relayer import MAX_ATTEMPTS, Relayer
-from ledger.signing.trader import countersigned
+from ledger.signing.eip712 import cancel_trade_digest
+from ledger.signing.trader import countersigned, sign_cancel_trade
 from ledger.store import outbox
-from ledger.store.models import SubmissionStatus
+from ledger.store.models import Cancellation, SubmissionStatus
 from tests.support.market import Market
 
 
@@ -237,3 +238,87 @@ def test_payload_round_trips_through_json(anvil_market: Market, traders: tuple) 
     signed = anvil_market.signed(*traders, nonce=2**255 + 7)
     assert SignedTrade.from_json(signed.to_json()) == signed
     assert SignedTrade.from_json(signed.to_json()) != replace(signed, seller_signature=signed.buyer_signature)
+
+
+# --- cancellations -----------------------------------------------------------------------------
+
+
+def accept_cancellations(
+    sessions: sessionmaker[Session], market: Market, trades: list[SignedTrade], traders: tuple, later: int = 0
+) -> list[str]:
+    """Both parties' cancellations of recorded `trades` (deadline `later` s further), accepted
+    into the outbox."""
+    seller, buyer = traders
+    ids = []
+    with sessions.begin() as session:
+        for signed in trades:
+            trade_id = market.trade_id(signed.trade)
+            deadline = market.now() + 600 + later
+            cancellation = SignedCancellation(
+                trade_id,
+                signed.trade.seller,
+                signed.trade.buyer,
+                deadline,
+                sign_cancel_trade(seller, market.domain, trade_id, deadline),
+                sign_cancel_trade(buyer, market.domain, trade_id, deadline),
+            )
+            digest = "0x" + cancel_trade_digest(market.domain, trade_id, deadline).hex()
+            ids.append(outbox.add_cancellation(session, digest, trade_id, cancellation.to_json())[0].id)
+    return ids
+
+
+def cancellation_rows(sessions: sessionmaker[Session], ids: list[str]) -> list[Cancellation]:
+    with sessions() as session:
+        return [outbox.get_cancellation(session, i) for i in ids]  # type: ignore[misc]
+
+
+def test_trades_and_cancellations_go_in_one_round_from_one_nonce_sequence(
+    anvil_market: Market, store_session_factory: sessionmaker[Session], traders: tuple
+) -> None:
+    """A round signs its `recordTrades` and `cancelTrades` batches with consecutive nonces of the
+    recorder key; a refused cancellation is rejected with its reason, the others cancelled."""
+    market, sessions = anvil_market, store_session_factory
+    recorded = [market.signed(*traders) for _ in range(4)]
+    accept(sessions, market, recorded)
+    make_relayer(market, sessions).relay_round()
+    cancel_ids = accept_cancellations(sessions, market, recorded, traders)
+    new_ids = accept(sessions, market, [market.signed(*traders) for _ in range(3)])
+    # A second cancellation of a trade, signed with another deadline: the first one wins.
+    cancel_ids += accept_cancellations(sessions, market, recorded[:1], traders, later=60)
+
+    result = make_relayer(market, sessions, batch_size=3).relay_round()
+
+    assert (result.sent, result.recorded, result.rejected) == (3 + 5, 3 + 4, 1)
+    assert statuses(sessions, new_ids) == [SubmissionStatus.RECORDED] * 3
+    rows = cancellation_rows(sessions, cancel_ids)
+    assert [r.status for r in rows] == [SubmissionStatus.RECORDED] * 4 + [SubmissionStatus.REJECTED]
+    assert rows[-1].error_code == "trade_not_active"
+    assert len({r.transaction_hash for r in rows}) == 2  # batches of 3 and 2
+    for signed in recorded:
+        assert market.ledger("outsider").trade_status(market.trade_id(signed.trade)) is TradeStatus.CANCELLED
+
+
+def test_cancellations_pending_at_a_crash_are_resolved_or_resent_after_restart(
+    anvil_market: Market, store_session_factory: sessionmaker[Session], traders: tuple
+) -> None:
+    market, sessions = anvil_market, store_session_factory
+    recorded = [market.signed(*traders) for _ in range(4)]
+    accept(sessions, market, recorded)
+    make_relayer(market, sessions).relay_round()
+    mined = accept_cancellations(sessions, market, recorded[:2], traders)
+    relayer = make_relayer(market, sessions)
+    batches = relayer._prepare()
+    relayer._ledger.sender.broadcast([b.tx for b in batches if b.tx is not None])
+    relayer._ledger.sender.wait([b.tx_hash for b in batches])  # mined; the process dies before settling
+    never_sent = accept_cancellations(sessions, market, recorded[2:], traders)
+    make_relayer(market, sessions)._prepare()  # committed as pending, never broadcast
+    market.ledger("recorder").sender.nonces.resync()
+
+    restarted = make_relayer(market, sessions)
+    result = restarted.recover()
+    assert (result.recorded, result.requeued) == (2, 2)
+    restarted.relay_round()
+
+    rows = cancellation_rows(sessions, mined + never_sent)
+    assert [r.status for r in rows] == [SubmissionStatus.RECORDED] * 4
+    assert {r.transaction_hash for r in rows[:2]} == {batches[0].tx_hash}

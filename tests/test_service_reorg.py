@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ledger.chain.node import LocalNode
-from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC
+from ledger.chain.trade_ledger import TRADE_CANCELLED_TOPIC, TRADE_RECORDED_TOPIC
 from ledger.domain.trade import ParticipantKind
+from ledger.signing.trader import sign_cancel_trade
 from ledger.store.models import Trade
-from tests.support.service import CHAIN_ID, RunningService, running_service, wait_for
+from tests.support.service import CHAIN_ID, RunningService, iso, running_service, wait_for
 from tests.support.settled_world import world_with
 
 CONFIRMATIONS = 3
@@ -147,3 +148,57 @@ def test_a_relayed_trade_follows_its_transaction_through_reorgs_and_is_recorded_
         )
         assert len(logs) == 1
         assert running.client.get("/health").status_code == 200
+
+
+def test_a_relayed_cancellation_follows_its_transaction_through_reorgs_and_is_recorded_once(tmp_path: Path) -> None:
+    """A cancellation's record follows its block like a trade's submission: moved where its
+    transaction was mined again, and once dropped, accepted again and sent again by the relayer."""
+    with LocalNode("anvil", chain_id=CHAIN_ID) as node, following_service(node.rpc_url, tmp_path) as running:
+        seller, buyer = running.register("generator"), running.register("consumer")
+        rpc = running.market.rpc
+        accepted = running.client.post("/trades", json=running.body(seller, buyer)).json()
+        trade_id = accepted["tradeId"]
+        running.wait_recorded(accepted["submissionId"])
+        running.wait_indexed(f"/trades/{trade_id}")
+        rpc.call("anvil_mine", hex(CONFIRMATIONS))  # the trade's block is out of the reorgs' reach
+        deadline = running.market.now() + 600
+        domain = running.market.domain
+        body = {
+            "deadline": iso(deadline),
+            "sellerSignature": "0x" + sign_cancel_trade(seller, domain, trade_id, deadline).hex(),
+            "buyerSignature": "0x" + sign_cancel_trade(buyer, domain, trade_id, deadline).hex(),
+        }
+        answer = running.client.post(f"/trades/{trade_id}/cancel", json=body)
+        assert answer.status_code == 202, answer.text
+        cancellation_id = answer.json()["cancellationId"]
+        done = running.wait_cancelled(cancellation_id)
+        tx, mined_in = done["transactionHash"], done["blockNumber"]
+
+        def cancellation() -> dict[str, Any]:
+            return dict(running.client.get(f"/cancellations/{cancellation_id}").json())
+
+        raw = rpc.call("eth_getRawTransactionByHash", tx)
+        rpc.call("evm_mine")
+        rpc.call("anvil_reorg", 2, [[raw, 1]])
+        moved = wait_for(
+            lambda: (c := cancellation())["blockNumber"] == mined_in + 1 and c, "the cancellation to follow its block"
+        )
+        assert (moved["status"], moved["transactionHash"]) == ("recorded", tx)
+
+        rpc.call("anvil_reorg", 1, [])
+        again = wait_for(
+            lambda: (c := cancellation())["status"] == "recorded" and c["blockNumber"] > mined_in + 1 and c,
+            "the dropped cancellation to be recorded again",
+        )
+        running.wait_indexed(f"/trades/{trade_id}", until=lambda t: t["status"] == "cancelled")
+        ledger = running.market.deployment.contracts["TradeLedger"].address
+        logs = rpc.call(
+            "eth_getLogs",
+            {
+                "address": ledger,
+                "fromBlock": "0x0",
+                "toBlock": "latest",
+                "topics": [TRADE_CANCELLED_TOPIC, trade_id, "0x" + "00" * 32],
+            },
+        )
+        assert [log["transactionHash"] for log in logs] == [again["transactionHash"]]

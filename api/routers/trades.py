@@ -1,4 +1,4 @@
-"""Trades: submit signed trades (one or a batch), read them from the index, cancel them."""
+"""Trades: submit signed trades (one or a batch), read them from the index, cancel them (one or a batch)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,22 @@ from api.schemas import (
     AcceptedOut,
     BatchIn,
     BatchOut,
+    CancelBatchIn,
+    CancelBatchOut,
     CancelIn,
-    CancelOut,
+    CancellationAcceptedOut,
     SignedTradeIn,
     TradeOut,
     TradePage,
     TradeStatusName,
     parse_batch,
+    parse_cancel_batch,
 )
 from api.types import Address, Bytes32, IsoTime
 from ledger import errors
 from ledger.auth.scopes import Scope
 from ledger.domain.trade import SignedTrade
+from ledger.services.trading import CancelRequest
 from ledger.store import queries
 from ledger.store.models import TradeStatus
 
@@ -34,6 +38,9 @@ router = APIRouter(prefix="/trades", tags=["trades"], responses=problem_response
 
 _RESUBMITTED: dict[int | str, dict[str, Any]] = {
     200: {"model": AcceptedOut, "description": "submitted before: the first submission, unchanged"}
+}
+_CANCELLED_BEFORE: dict[int | str, dict[str, Any]] = {
+    200: {"model": CancellationAcceptedOut, "description": "sent before: the first cancellation, unchanged"}
 }
 TradeIdPath = Annotated[Bytes32, Path(alias="tradeId", description="the trade's id: its EIP-712 digest")]
 
@@ -71,6 +78,22 @@ def submit_trade_batch(body: BatchIn, service: ServiceDep, request: Request) -> 
     signed = [item for item in parsed if isinstance(item, SignedTrade)]
     outcomes = service.trading.submit_many(signed) if signed else []
     return BatchOut.of(parsed, outcomes, request.url.path)
+
+
+@router.post(
+    "/cancel/batch",
+    operation_id="cancelTradeBatch",
+    summary="Cancel up to 1000 recorded trades, each with both parties' signatures",
+    response_description="One result per cancellation, in order: accepted with its ids, or refused with its problem",
+)
+def cancel_trade_batch(body: CancelBatchIn, service: ServiceDep, request: Request) -> CancelBatchOut:
+    """Every item is judged on its own, as POST /trades/{tradeId}/cancel would judge it; the
+    accepted ones are cancelled on chain in batches (`cancelTrades`, one transaction per batch).
+    200 whenever the envelope is valid; an empty batch or one of more than 1000 items is a 422."""
+    parsed = parse_cancel_batch(body.cancellations, request.url.path)
+    wanted = [item for item in parsed if isinstance(item, CancelRequest)]
+    outcomes = service.trading.cancel_many(wanted) if wanted else []
+    return CancelBatchOut.of(parsed, outcomes, request.url.path)
 
 
 @router.get(
@@ -135,12 +158,23 @@ async def get_trade(trade_id: TradeIdPath, reads: ReadsDep, service: ServiceDep,
 @router.post(
     "/{tradeId}/cancel",
     operation_id="cancelTrade",
+    status_code=status.HTTP_202_ACCEPTED,
     summary="Cancel a recorded trade with both parties' signatures",
-    responses=problem_responses(404, 409),
+    response_description="Accepted for cancelling on chain (202); the same cancellation again (200)",
+    responses=_CANCELLED_BEFORE | problem_responses(404, 409),
 )
-def cancel_trade(trade_id: TradeIdPath, body: CancelIn, service: ServiceDep) -> CancelOut:
+def cancel_trade(
+    trade_id: TradeIdPath, body: CancelIn, service: ServiceDep, response: Response
+) -> CancellationAcceptedOut:
     """Both parties sign EIP-712 `CancelTrade(bytes32 tradeId, uint64 deadline)` (see
-    POST /eip712/cancel). Synchronous: answers once the cancellation is mined, or with the
-    contract's reason (`trade_not_active`, `gate_closed`, `signature_expired`, ...)."""
-    receipt = service.trading.cancel(trade_id, body.deadline, body.seller_signature, body.buyer_signature)
-    return CancelOut(trade_id=trade_id, transaction_hash=receipt.transaction_hash, block_number=receipt.block_number)
+    POST /eip712/cancel). Checked as the contract will (`trade_not_active`, `gate_closed`,
+    `signature_expired`, `invalid_signature`, `participant_suspended`, ...), then queued for the
+    relayer, which cancels on chain in batches. Poll `links.cancellation` until `recorded`
+    (cancelled) or `rejected`."""
+    accepted = service.trading.cancel(
+        CancelRequest(trade_id, body.deadline, body.seller_signature, body.buyer_signature)
+    )
+    if not accepted.created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/cancellations/{accepted.cancellation_id}"
+    return CancellationAcceptedOut.of(accepted)

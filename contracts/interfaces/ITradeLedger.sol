@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-import {CompactSignature, SignedTrade, Trade} from "../libraries/TradeStructs.sol";
+import {SignedCancel, SignedTrade, Trade} from "../libraries/TradeStructs.sol";
 
 /// @title ITradeLedger
 /// @notice Records energy trades signed by both counterparties, and their cancellation or amendment.
@@ -47,6 +47,10 @@ interface ITradeLedger {
     ///         ABI-encoded custom error that `recordTrade` would have reverted with.
     event TradeRejected(bytes32 indexed tradeId, bytes reason);
 
+    /// @notice A cancellation in a batch failed its checks and changed nothing. `reason` is the
+    ///         ABI-encoded custom error that `cancelTrade` would have reverted with.
+    event TradeCancelRejected(bytes32 indexed tradeId, bytes reason);
+
     /// @notice A recorded trade was cancelled by both parties (`replacedBy` zero), or amended by
     ///         the trade `replacedBy`.
     event TradeCancelled(bytes32 indexed tradeId, bytes32 indexed replacedBy);
@@ -82,14 +86,12 @@ interface ITradeLedger {
     /// @dev Checks in order: deadline, the trade is recorded and active, same parties, gate closure,
     ///      seller signature, buyer signature, seller active, buyer active (a suspended participant
     ///      cannot cancel).
-    function cancelTrade(
-        bytes32 tradeId,
-        address seller,
-        address buyer,
-        uint64 deadline,
-        CompactSignature calldata sellerSignature,
-        CompactSignature calldata buyerSignature
-    ) external;
+    function cancelTrade(SignedCancel calldata cancel) external;
+
+    /// @notice Cancels every trade of `cancels` whose cancellation passes the checks of
+    ///         `cancelTrade`; each one that fails is reported by a `TradeCancelRejected` event and
+    ///         skipped, so one bad cancellation does not hold back the others.
+    function cancelTrades(SignedCancel[] calldata cancels) external returns (uint256 cancelled);
 
     function setTradeLimits(TradeLimits calldata limits) external;
 

@@ -37,6 +37,17 @@ struct CancelTrade {
     uint64 deadline;
 }
 
+/// @notice A cancellation as the recorder sends it: the trade, the two parties it names, and
+///         both parties' signatures over the `CancelTrade` of `tradeId` and `deadline`.
+struct SignedCancel {
+    bytes32 tradeId;
+    address seller;
+    address buyer;
+    uint64 deadline;
+    CompactSignature sellerSignature;
+    CompactSignature buyerSignature;
+}
+
 /// @title TradeStructs
 /// @notice The EIP-712 type hashes of the signed structs. `ledger/signing/eip712.py` mirrors the
 ///         type strings; a test proves both sides compute the same digest.

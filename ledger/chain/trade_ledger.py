@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,15 +11,16 @@ from eth_utils import keccak, to_checksum_address
 
 from ledger import errors
 from ledger.chain.contract import ContractCalls
+from ledger.chain.rpc import RpcError
 from ledger.chain.transactions import Receipt, SignedTransaction
 from ledger.domain.trade import (
     ParticipantKind,
     ParticipantStatus,
+    SignedCancellation,
     SignedTrade,
     Trade,
     TradeLimits,
     TradeStatus,
-    compact,
 )
 from ledger.signing.eip712 import Domain
 
@@ -28,6 +29,9 @@ TRADE_RECORDED_TOPIC = (
     + keccak(text="TradeRecorded(bytes32,address,address,uint64,uint64,uint64,uint64,uint256,uint64,bytes32)").hex()
 )
 TRADE_REJECTED_TOPIC = "0x" + keccak(text="TradeRejected(bytes32,bytes)").hex()
+TRADE_CANCELLED_TOPIC = "0x" + keccak(text="TradeCancelled(bytes32,bytes32)").hex()
+TRADE_CANCEL_REJECTED_TOPIC = "0x" + keccak(text="TradeCancelRejected(bytes32,bytes)").hex()
+ZERO_TOPIC = "0x" + "00" * 32
 
 
 @dataclass(frozen=True)
@@ -57,12 +61,24 @@ class BatchOutcome:
         return first
 
 
+@dataclass
+class CancelOutcome:
+    """What one `cancelTrades` transaction did to each cancellation it carried, in its order:
+    every cancellation emits one event, `TradeCancelled` (done) or `TradeCancelRejected`."""
+
+    receipt: Receipt
+    results: list[tuple[str, errors.LedgerError | None]] = field(default_factory=list)
+
+
 # Gas for a `recordTrades` batch, without asking the node to simulate it (eth_estimateGas on a
 # 200-trade batch costs ~0.4 s: a binary search of executions). A recorded trade costs ~42,000
 # gas; the bound covers cold participant slots and an amendment's extra write. Unused gas is not
 # charged.
 BATCH_BASE_GAS = 100_000
 BATCH_GAS_PER_TRADE = 60_000
+# A cancellation costs ~21,000 gas in a batch (two signature recoveries, one write of a warm slot,
+# the event); the bound covers cold participant slots, with the same margin.
+BATCH_GAS_PER_CANCEL = 35_000
 
 
 class TradeLedgerContract(ContractCalls):
@@ -97,22 +113,33 @@ class TradeLedgerContract(ContractCalls):
     def cancel_trade(
         self, trade_id: str, seller: str, buyer: str, deadline: int, seller_signature: bytes, buyer_signature: bytes
     ) -> Receipt:
-        return self._transact(
-            "cancelTrade",
-            [
-                bytes.fromhex(trade_id[2:]),
-                seller,
-                buyer,
-                deadline,
-                compact(seller_signature),
-                compact(buyer_signature),
-            ],
-        )
+        """Cancels one trade or raises the typed reason the contract refused it."""
+        cancellation = SignedCancellation(trade_id, seller, buyer, deadline, seller_signature, buyer_signature)
+        return self._transact("cancelTrade", [cancellation.as_tuple()])
 
     def sign_record_trades(self, batch: Sequence[SignedTrade], gas: int | None = None) -> SignedTransaction:
         """A signed `recordTrades` transaction, not yet sent: the relayer stores its hash first."""
         data = self.encode("recordTrades", [[s.as_tuple() for s in batch]])
         return self.sender.sign(self.address, data, gas or BATCH_BASE_GAS + BATCH_GAS_PER_TRADE * len(batch))
+
+    def sign_cancel_trades(self, batch: Sequence[SignedCancellation], gas: int | None = None) -> SignedTransaction:
+        """A signed `cancelTrades` transaction, not yet sent: the relayer stores its hash first."""
+        data = self.encode("cancelTrades", [[c.as_tuple() for c in batch]])
+        return self.sender.sign(self.address, data, gas or BATCH_BASE_GAS + BATCH_GAS_PER_CANCEL * len(batch))
+
+    def cancel_outcome(self, receipt: Receipt) -> CancelOutcome:
+        """What a mined `cancelTrades` transaction did to each of its cancellations, in order."""
+        outcome = CancelOutcome(receipt)
+        me = self.address.lower()
+        for log in receipt.logs:
+            if log["address"].lower() != me:
+                continue
+            topics = [t.lower() for t in log["topics"]]
+            if topics[0] == TRADE_CANCELLED_TOPIC and topics[2] == ZERO_TOPIC:
+                outcome.results.append((topics[1], None))
+            elif topics[0] == TRADE_CANCEL_REJECTED_TOPIC:
+                outcome.results.append((topics[1], self.errors.decode(_decode_bytes(log["data"]))))
+        return outcome
 
     def batch_outcome(self, receipt: Receipt) -> BatchOutcome:
         """Which trades a mined `recordTrades` transaction recorded, and why it rejected the rest."""
@@ -144,6 +171,26 @@ class TradeLedgerContract(ContractCalls):
             "0x" + identifier_hash.hex(),
         )
 
+    def chain_state(
+        self, accounts: Collection[str], trade_ids: Collection[str]
+    ) -> tuple[dict[str, ParticipantStatus], dict[str, TradeStatus]]:
+        """The participants' and the trades' statuses now, in one JSON-RPC batch of `eth_call`s
+        (one round trip, however many): for checks that must not trust an index a block behind.
+        Addresses as given, trade ids lower-case."""
+        accounts, trade_ids = list(dict.fromkeys(accounts)), list(dict.fromkeys(t.lower() for t in trade_ids))
+        calls = [("participant", [a]) for a in accounts] + [("tradeStatus", [bytes.fromhex(t[2:])]) for t in trade_ids]
+        answers = self.sender.rpc.batch(
+            [("eth_call", [{"to": self.address, "data": self.encode(fn, args)}, "latest"]) for fn, args in calls]
+        )
+        values = []
+        for (fn, _), answer in zip(calls, answers, strict=True):
+            if isinstance(answer, RpcError):
+                raise errors.ChainError(f"eth_call {fn} failed: {answer.message}")
+            values.append(decode(self._functions[fn].outputs, bytes.fromhex(answer[2:])))
+        participants = {a: ParticipantStatus.from_index(v[0][1]) for a, v in zip(accounts, values, strict=False)}
+        trades = {t: TradeStatus.from_index(v[0]) for t, v in zip(trade_ids, values[len(accounts) :], strict=True)}
+        return participants, trades
+
     def trade_limits(self) -> TradeLimits:
         return TradeLimits(*self._call("tradeLimits", []))
 
@@ -165,6 +212,19 @@ class TradeLedgerContract(ContractCalls):
                 "fromBlock": hex(from_block),
                 "toBlock": "latest",
                 "topics": [TRADE_RECORDED_TOPIC, trade_id],
+            },
+        )
+        return logs[0] if logs else None
+
+    def cancelled_log(self, trade_id: str, from_block: int) -> dict[str, Any] | None:
+        """The `TradeCancelled` log of a trade's cancellation (not an amendment), by its id."""
+        logs = self.sender.rpc.call(
+            "eth_getLogs",
+            {
+                "address": self.address,
+                "fromBlock": hex(from_block),
+                "toBlock": "latest",
+                "topics": [TRADE_CANCELLED_TOPIC, trade_id, ZERO_TOPIC],
             },
         )
         return logs[0] if logs else None

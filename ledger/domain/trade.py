@@ -168,6 +168,53 @@ class SignedTrade:
         return (self.trade.as_tuple(), compact(self.seller_signature), compact(self.buyer_signature))
 
 
+@dataclass(frozen=True)
+class SignedCancellation:
+    """Both parties' consent to cancel a recorded trade: their signatures over the EIP-712
+    `CancelTrade(tradeId, deadline)`, with the parties the trade names (the contract checks them
+    against the trade it holds)."""
+
+    trade_id: str
+    seller: str
+    buyer: str
+    deadline: int
+    seller_signature: bytes = field(repr=False)
+    buyer_signature: bytes = field(repr=False)
+
+    def to_json(self) -> dict[str, object]:
+        """The outbox's stored form."""
+        return {
+            "tradeId": self.trade_id,
+            "seller": self.seller,
+            "buyer": self.buyer,
+            "deadline": self.deadline,
+            "sellerSignature": "0x" + self.seller_signature.hex(),
+            "buyerSignature": "0x" + self.buyer_signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SignedCancellation:
+        return cls(
+            raw["tradeId"],
+            raw["seller"],
+            raw["buyer"],
+            int(raw["deadline"]),
+            bytes.fromhex(raw["sellerSignature"][2:]),
+            bytes.fromhex(raw["buyerSignature"][2:]),
+        )
+
+    def as_tuple(self) -> tuple[object, ...]:
+        """The contract's `SignedCancel`."""
+        return (
+            bytes.fromhex(self.trade_id[2:]),
+            self.seller,
+            self.buyer,
+            self.deadline,
+            compact(self.seller_signature),
+            compact(self.buyer_signature),
+        )
+
+
 def compact(signature: bytes) -> tuple[bytes, bytes]:
     """The EIP-2098 form `(r, vs)` of a 65-byte `(r, s, v)` signature, as the contract takes it.
 

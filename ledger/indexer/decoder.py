@@ -11,10 +11,10 @@ instead of mis-decoding. Values: addresses EIP-55 checksummed, bytes32 as 0x low
 integers as int, dynamic bytes as bytes.
 
 eth_abi is called directly: web3's contract event processing costs ~20x more per log. Events
-whose parameters are all static (every event but TradeRejected) are read word by word with
-eth_abi's per-type decoders, which check padding as strictly: eth_abi.decode's tuple decoder
-decodes every static word twice (once to validate offsets that static tuples do not have), which
-costs half the decoder's throughput on the indexer's hot path.
+whose parameters are all static (every event but TradeRejected and TradeCancelRejected) are read
+word by word with eth_abi's per-type decoders, which check padding as strictly: eth_abi.decode's
+tuple decoder decodes every static word twice (once to validate offsets that static tuples do not
+have), which costs half the decoder's throughput on the indexer's hot path.
 """
 
 from __future__ import annotations
@@ -82,6 +82,13 @@ class TradeRejected:
     provenance: Provenance
     trade_id: str
     reason: bytes  # an ABI-encoded custom error of ITradeLedger: decode with LogDecoder.decode_error
+
+
+@dataclass(frozen=True, slots=True)
+class TradeCancelRejected:
+    provenance: Provenance
+    trade_id: str
+    reason: bytes  # as TradeRejected's: why `cancelTrades` refused one cancellation
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +225,7 @@ class DisputeResolved:
 LedgerEvent = (
     TradeRecorded
     | TradeRejected
+    | TradeCancelRejected
     | TradeCancelled
     | TradeLimitsUpdated
     | ParticipantRegistered
@@ -239,6 +247,7 @@ EVENT_TYPES: dict[str, type[LedgerEvent]] = {
     for cls in (
         TradeRecorded,
         TradeRejected,
+        TradeCancelRejected,
         TradeCancelled,
         TradeLimitsUpdated,
         ParticipantRegistered,
@@ -261,10 +270,19 @@ INDEXED_CONTRACTS = ("TradeLedger", "MeterData", "Settlement")
 
 
 # Events the contract inherits from OpenZeppelin: role changes, pausing and EIP-712 domain
-# changes are operational state, not ledger records, so the indexer skips them. Any other event
-# without a dataclass is an error when the decoder is built.
+# changes are operational state, not ledger records, so the indexer skips them; so is a refused
+# cancellation, which changed nothing (its outcome is the cancellation outbox's record). Any other
+# event without a dataclass is an error when the decoder is built.
 IGNORED_EVENTS = frozenset(
-    {"RoleAdminChanged", "RoleGranted", "RoleRevoked", "Paused", "Unpaused", "EIP712DomainChanged"}
+    {
+        "RoleAdminChanged",
+        "RoleGranted",
+        "RoleRevoked",
+        "Paused",
+        "Unpaused",
+        "EIP712DomainChanged",
+        "TradeCancelRejected",
+    }
 )
 
 ZERO_HASH = "0x" + "00" * 32

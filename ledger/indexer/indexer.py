@@ -80,6 +80,7 @@ from ledger.indexer.decoder import (
     RunCommitted,
     RunSuperseded,
     TradeCancelled,
+    TradeCancelRejected,
     TradeLimitsUpdated,
     TradeRecorded,
     TradeRejected,
@@ -727,6 +728,8 @@ def _project(events: Iterable[LedgerEvent], blocks: Mapping[int, BlockHeader], d
                 }
             case TradeLimitsUpdated() | DisputeWindowUpdated():
                 pass  # contract parameters, not records: the contracts' views are the source
+            case TradeCancelRejected():
+                pass  # a refused cancellation changed nothing; its outcome is the cancellation outbox's
     return rows
 
 

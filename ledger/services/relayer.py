@@ -1,5 +1,6 @@
-"""The relayer: takes accepted trades from the outbox, records them in batches from the
-recorder account, and settles every submission as recorded or rejected (with the reason).
+"""The relayer: takes accepted trades and cancellations from the outbox, sends them in batches
+(`recordTrades`, `cancelTrades`) from the recorder account, and settles each as recorded or
+rejected (with the reason). It is the recorder key's only sender, so one nonce cache serves it.
 
 Crash safety comes from the order of writes. A batch's transaction is signed first, its hash
 is committed to the outbox (status pending) and only then is it broadcast. After a restart,
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import errors
-from ledger.chain.trade_ledger import BatchOutcome, TradeLedgerContract
+from ledger.chain.trade_ledger import BatchOutcome, CancelOutcome, TradeLedgerContract
 from ledger.chain.transactions import Receipt, SignedTransaction
-from ledger.domain.trade import SignedTrade, TradeStatus
+from ledger.domain.trade import SignedCancellation, SignedTrade, TradeStatus
 from ledger.store import outbox
-from ledger.store.models import Submission
+from ledger.store.models import Cancellation, Submission, SubmissionStatus
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class _Batch:
     submission_ids: list[str]
     trade_ids: list[str]
     tx: SignedTransaction | None = None  # None for a batch recovered after a restart
+    cancels: bool = False  # a `cancelTrades` batch: `submission_ids` are cancellation ids
 
 
 class Relayer:
@@ -112,6 +114,8 @@ class Relayer:
             batch = _Batch(tx_hash, [s.id for s in submissions], [s.trade_id for s in submissions])
             r, j, q = self._settle(batch, self._ledger.batch_outcome(Receipt.from_rpc(receipt)))
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
+        r, j, q, w = self._recover_cancellations()
+        recorded, rejected, requeued, waiting = recorded + r, rejected + j, requeued + q, waiting + w
         if pending:
             # Logged at info once something was resolved: `run` asks every round while one waits.
             log.log(
@@ -138,12 +142,12 @@ class Relayer:
             if batch.tx_hash in refused:
                 log.warning("node refused batch %s: %s", batch.tx_hash, refused[batch.tx_hash])
                 with self._sessions.begin() as session:
-                    outbox.requeue(session, batch.submission_ids)
+                    (outbox.requeue_cancellations if batch.cancels else outbox.requeue)(session, batch.submission_ids)
                 requeued += len(batch.submission_ids)
         receipts = self._ledger.sender.wait([b.tx_hash for b in in_flight], timeout=self._receipt_timeout)
         recorded = rejected = 0
         for batch in in_flight:
-            r, j, q = self._settle(batch, self._ledger.batch_outcome(receipts[batch.tx_hash]))
+            r, j, q = self._settle_any(batch, receipts[batch.tx_hash])
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
         return RoundResult(sum(len(b.trade_ids) for b in batches), recorded, rejected, requeued)
 
@@ -152,9 +156,7 @@ class Relayer:
         hash, all in one database transaction, before anything is broadcast."""
         with self._sessions.begin() as session:
             claimed = outbox.claim_accepted(session, self._batch_size * self._max_in_flight)
-            if not claimed:
-                return []
-            batches = []
+            batches: list[_Batch] = []
             try:
                 for start in range(0, len(claimed), self._batch_size):
                     chunk = claimed[start : start + self._batch_size]
@@ -162,16 +164,110 @@ class Relayer:
                     tx = self._ledger.sign_record_trades(signed)
                     outbox.mark_pending(session, [s.id for s in chunk], tx.hash)
                     batches.append(_Batch(tx.hash, [s.id for s in chunk], [s.trade_id for s in chunk], tx))
+                batches += self._prepare_cancellations(session)
             except errors.LedgerError:
                 # Nonces of transactions signed in this round will never be sent: forget them.
                 self._ledger.sender.nonces.resync()
                 raise
             return batches
 
+    def _prepare_cancellations(self, session: Session) -> list[_Batch]:
+        """As `_prepare`, for the accepted cancellations: one `cancelTrades` transaction per batch,
+        signed after the round's trade batches (the same key's next nonces)."""
+        claimed = outbox.claim_accepted_cancellations(session, self._batch_size * self._max_in_flight)
+        batches = []
+        for start in range(0, len(claimed), self._batch_size):
+            chunk = claimed[start : start + self._batch_size]
+            tx = self._ledger.sign_cancel_trades([SignedCancellation.from_json(c.payload) for c in chunk])
+            outbox.mark_cancellations_pending(session, [c.id for c in chunk], tx.hash)
+            batches.append(_Batch(tx.hash, [c.id for c in chunk], [c.trade_id for c in chunk], tx, cancels=True))
+        return batches
+
+    def _recover_cancellations(self) -> tuple[int, int, int, int]:
+        """As `recover`, for cancellations left pending: (recorded, rejected, requeued, waiting)."""
+        with self._sessions() as session:
+            by_tx: dict[str, list[Cancellation]] = defaultdict(list)
+            for cancellation in outbox.list_pending_cancellations(session):
+                by_tx[cancellation.transaction_hash or ""].append(cancellation)
+        recorded = rejected = requeued = waiting = 0
+        rpc = self._ledger.sender.rpc
+        for tx_hash, rows in by_tx.items():
+            receipt = rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
+            if receipt is None:
+                if tx_hash and rpc.call("eth_getTransactionByHash", tx_hash) is not None:
+                    waiting += len(rows)
+                    continue
+                with self._sessions.begin() as session:
+                    outbox.requeue_cancellations(session, [c.id for c in rows])
+                requeued += len(rows)
+                continue
+            batch = _Batch(tx_hash, [c.id for c in rows], [c.trade_id for c in rows], cancels=True)
+            r, j, q = self._settle_any(batch, Receipt.from_rpc(receipt))
+            recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
+        return recorded, rejected, requeued, waiting
+
+    def _settle_any(self, batch: _Batch, receipt: Receipt) -> tuple[int, int, int]:
+        if batch.cancels:
+            return self._settle_cancellations(batch, self._ledger.cancel_outcome(receipt))
+        return self._settle(batch, self._ledger.batch_outcome(receipt))
+
+    def _settle_cancellations(self, batch: _Batch, outcome: CancelOutcome) -> tuple[int, int, int]:
+        """Every cancellation of the batch by its outcome: the contract emits one event for each,
+        in order. One refused as `trade_not_active` whose trade the chain shows cancelled by no
+        other cancellation of ours was this one, sent before (a resend after a crash)."""
+        receipt = outcome.receipt
+        if receipt.status != 1:
+            return 0, *self._retry_or_reject(batch, receipt)
+        # Each trade's outcomes in batch order: a trade cancelled twice in one batch has two.
+        outcomes: dict[str, list[errors.LedgerError | None]] = defaultdict(list)
+        for trade_id, reason in outcome.results:
+            outcomes[trade_id].append(reason)
+        recorded = rejected = 0
+        done = SubmissionStatus.RECORDED
+        with self._sessions.begin() as session:
+            for cancellation_id, trade_id in zip(batch.submission_ids, batch.trade_ids, strict=True):
+                if not outcomes[trade_id]:
+                    log.error("batch %s has no outcome for the cancellation %s", batch.tx_hash, cancellation_id)
+                    continue
+                reason = outcomes[trade_id].pop(0)
+                if reason is None:
+                    outbox.settle_cancellation(
+                        session, cancellation_id, done, receipt.transaction_hash, receipt.block_number
+                    )
+                    recorded += 1
+                    continue
+                earlier = self._cancelled_earlier(session, cancellation_id, trade_id, reason)
+                if earlier is not None:
+                    outbox.settle_cancellation(session, cancellation_id, done, *earlier)
+                    recorded += 1
+                    continue
+                outbox.settle_cancellation(
+                    session,
+                    cancellation_id,
+                    SubmissionStatus.REJECTED,
+                    receipt.transaction_hash,
+                    receipt.block_number,
+                    (reason.code, str(reason)),
+                )
+                rejected += 1
+        return recorded, rejected, 0
+
+    def _cancelled_earlier(
+        self, session: Session, cancellation_id: str, trade_id: str, reason: errors.LedgerError
+    ) -> tuple[str, int] | None:
+        if not isinstance(reason, errors.TradeNotActive) or outbox.other_cancellation_done(
+            session, trade_id, cancellation_id
+        ):
+            return None
+        if self._ledger.trade_status(trade_id) is not TradeStatus.CANCELLED:
+            return None
+        entry = self._ledger.cancelled_log(trade_id, self._start_block)
+        return None if entry is None else (entry["transactionHash"], int(entry["blockNumber"], 16))
+
     def _settle(self, batch: _Batch, outcome: BatchOutcome) -> tuple[int, int, int]:
         receipt = outcome.receipt
         if receipt.status != 1:
-            return 0, *self._retry_or_reject(batch, outcome)
+            return 0, *self._retry_or_reject(batch, receipt)
         recorded = [t for t in batch.trade_ids if t in outcome.recorded]
         rejected = 0
         with self._sessions.begin() as session:
@@ -206,18 +302,25 @@ class Relayer:
         outbox.mark_recorded(session, [trade_id], recorded["transactionHash"], int(recorded["blockNumber"], 16))
         return True
 
-    def _retry_or_reject(self, batch: _Batch, outcome: BatchOutcome) -> tuple[int, int]:
+    def _retry_or_reject(self, batch: _Batch, receipt: Receipt) -> tuple[int, int]:
         """A batch transaction that reverted as a whole (paused, role revoked, out of gas) is
         sent again later; after MAX_ATTEMPTS its trades are rejected with the revert reason."""
         reason: errors.LedgerError = errors.ContractReverted("batch transaction reverted", tx=batch.tx_hash)
         if batch.tx is not None:
-            reason = self._ledger.sender.revert_reason(batch.tx, outcome.receipt, self._ledger.errors.decode)
+            reason = self._ledger.sender.revert_reason(batch.tx, receipt, self._ledger.errors.decode)
+        get = outbox.get_cancellation if batch.cancels else outbox.get_submission
         with self._sessions.begin() as session:
-            rows = [r for r in (outbox.get_submission(session, i) for i in batch.submission_ids) if r is not None]
+            rows = [r for r in (get(session, i) for i in batch.submission_ids) if r is not None]
             exhausted = {r.id for r in rows if r.attempts + 1 >= MAX_ATTEMPTS}
             for row in rows:
-                if row.id in exhausted:
+                if row.id not in exhausted:
+                    continue
+                if batch.cancels:
+                    why = (reason.code, str(reason))
+                    outbox.settle_cancellation(session, row.id, SubmissionStatus.REJECTED, batch.tx_hash, None, why)
+                else:
                     outbox.mark_rejected(session, row.trade_id, reason.code, str(reason), batch.tx_hash)
-            outbox.requeue(session, [r.id for r in rows if r.id not in exhausted])
+            again = [r.id for r in rows if r.id not in exhausted]
+            (outbox.requeue_cancellations if batch.cancels else outbox.requeue)(session, again)
         log.warning("batch %s reverted (%s): %s", batch.tx_hash, reason.code, reason)
         return len(exhausted), len(rows) - len(exhausted)

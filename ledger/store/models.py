@@ -314,6 +314,28 @@ class Submission(Base):
     )
 
 
+class Cancellation(Base):
+    """A cancellation both parties signed, which the API accepted, until the chain has cancelled
+    the trade or refused the cancellation. One row per signed `CancelTrade` (its digest)."""
+
+    __tablename__ = "cancellations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(66), unique=True)
+    trade_id: Mapped[str] = mapped_column(String(66), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[SubmissionStatus] = mapped_column(_code_list(SubmissionStatus, "cancellation_status"))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    transaction_hash: Mapped[str | None] = mapped_column(String(66))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
+
+    __table_args__ = (Index("ix_cancellations_status_created_at", "status", "created_at"),)
+
+
 # --- indexer state -----------------------------------------------------------------------------
 
 

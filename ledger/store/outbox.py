@@ -1,4 +1,4 @@
-"""The relayer's durable outbox of signed trades.
+"""The relayer's durable outbox of signed trades and of signed cancellations.
 
 A submission moves   accepted -> pending -> recorded | rejected,   and back from pending to
 accepted when its transaction is lost (`requeue`). Marking a row recorded or rejected again is a
@@ -9,6 +9,10 @@ A reorg can take back what a block said (`ledger.services.reconcile`): a recorde
 submission whose transaction is waiting to be mined again is pending again (`unconfirm`); one
 whose transaction is gone is accepted again, to be sent anew (`reopen`); one whose transaction
 was mined again elsewhere, possibly with another outcome, takes the new one (`relocate`).
+
+A cancellation moves through the same states (`recorded`: the trade is cancelled; `rejected`: the
+chain refused the cancellation), keyed by its own id: a trade may have several cancellations, each
+signed with another deadline, of which the chain takes one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ledger.errors import ConflictError, NotFoundError
 from ledger.store.db import dialect_insert
-from ledger.store.models import Submission, SubmissionStatus, hash32, utc_now
+from ledger.store.models import Cancellation, Submission, SubmissionStatus, hash32, utc_now
 
 ACCEPTED = SubmissionStatus.ACCEPTED
 PENDING = SubmissionStatus.PENDING
@@ -209,6 +213,163 @@ def relocate(
     )
 
 
+# --- cancellations ----------------------------------------------------------------------------
+
+
+def add_cancellation(
+    session: Session, digest: str, trade_id: str, payload: Mapping[str, Any]
+) -> tuple[Cancellation, bool]:
+    """Accept a signed cancellation once (by its `CancelTrade` digest): (the new row, True), or
+    (the row already there, False)."""
+    digest = hash32(digest, field="digest")
+    now = utc_now()
+    statement = (
+        dialect_insert(session)(Cancellation)
+        .values(
+            id=str(uuid4()),
+            digest=digest,
+            trade_id=hash32(trade_id, field="trade_id"),
+            payload=dict(payload),
+            status=ACCEPTED,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[Cancellation.digest])
+        .returning(Cancellation)
+    )
+    cancellation = session.scalars(statement).one_or_none()
+    if cancellation is not None:
+        return cancellation, True
+    existing = get_cancellation_by_digest(session, digest)
+    if existing is None:
+        raise ConflictError("the cancellation could not be stored", trade_id=trade_id)
+    return existing, False
+
+
+def get_cancellation(session: Session, cancellation_id: str) -> Cancellation | None:
+    return session.get(Cancellation, cancellation_id)
+
+
+def get_cancellation_by_digest(session: Session, digest: str) -> Cancellation | None:
+    statement = select(Cancellation).where(Cancellation.digest == hash32(digest, field="digest"))
+    return session.scalars(statement).one_or_none()
+
+
+def live_cancellations(session: Session, trade_ids: Collection[str]) -> set[str]:
+    """Which of `trade_ids` have a cancellation accepted, on its way or done: the chain takes no
+    other cancellation or amendment of those trades."""
+    ids = {hash32(trade_id, field="trade_id") for trade_id in trade_ids}
+    if not ids:
+        return set()
+    statement = select(Cancellation.trade_id).where(
+        Cancellation.trade_id.in_(ids) & Cancellation.status.in_([ACCEPTED, PENDING, RECORDED])
+    )
+    return set(session.scalars(statement))
+
+
+def other_cancellation_done(session: Session, trade_id: str, cancellation_id: str) -> bool:
+    """Whether another cancellation of the trade is recorded as having cancelled it."""
+    statement = select(Cancellation.id).where(
+        (Cancellation.trade_id == hash32(trade_id, field="trade_id"))
+        & (Cancellation.status == RECORDED)
+        & (Cancellation.id != cancellation_id)
+    )
+    return session.scalars(statement).first() is not None
+
+
+def claim_accepted_cancellations(session: Session, limit: int) -> list[Cancellation]:
+    """As `claim_accepted`, for cancellations."""
+    statement = (
+        select(Cancellation)
+        .where(Cancellation.status == ACCEPTED)
+        .order_by(Cancellation.created_at, Cancellation.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=True)
+    return list(session.scalars(statement))
+
+
+def list_pending_cancellations(session: Session) -> list[Cancellation]:
+    statement = (
+        select(Cancellation).where(Cancellation.status == PENDING).order_by(Cancellation.created_at, Cancellation.id)
+    )
+    return list(session.scalars(statement))
+
+
+def mark_cancellations_pending(session: Session, ids: Collection[str], tx_hash: str) -> None:
+    _transition(
+        session,
+        Cancellation.id,
+        ids,
+        to=PENDING,
+        allowed_from={ACCEPTED},
+        values={"transaction_hash": hash32(tx_hash, field="tx_hash")},
+    )
+
+
+def settle_cancellation(
+    session: Session,
+    cancellation_id: str,
+    to: SubmissionStatus,
+    tx_hash: str | None,
+    block_number: int | None,
+    reason: tuple[str, str] | None = None,
+) -> None:
+    """The chain's outcome of a cancellation: `recorded` (the trade is cancelled), or `rejected`
+    for `reason` (code, detail). Also where a reorg moved it (from recorded or rejected)."""
+    _transition(
+        session,
+        Cancellation.id,
+        [cancellation_id],
+        to=to,
+        allowed_from={ACCEPTED, PENDING, RECORDED, REJECTED},
+        values={
+            "transaction_hash": None if tx_hash is None else hash32(tx_hash, field="tx_hash"),
+            "block_number": block_number,
+            "error_code": None if reason is None else reason[0],
+            "error_detail": None if reason is None else reason[1],
+        },
+    )
+
+
+def requeue_cancellations(session: Session, ids: Collection[str]) -> None:
+    """The transaction of pending cancellations `ids` was lost: send them again."""
+    _transition(
+        session,
+        Cancellation.id,
+        ids,
+        to=ACCEPTED,
+        allowed_from={PENDING},
+        values={"transaction_hash": None, "attempts": Cancellation.attempts + 1},
+    )
+
+
+def unconfirm_cancellation(session: Session, cancellation_id: str, tx_hash: str) -> None:
+    """A reorg sent the cancellation's transaction back to the mempool."""
+    _transition(
+        session,
+        Cancellation.id,
+        [cancellation_id],
+        to=PENDING,
+        allowed_from={RECORDED, REJECTED, PENDING},
+        values={"transaction_hash": hash32(tx_hash, field="tx_hash"), "block_number": None},
+    )
+
+
+def reopen_cancellation(session: Session, cancellation_id: str) -> None:
+    """A reorg dropped the cancellation's transaction: the relayer sends it again."""
+    _transition(
+        session,
+        Cancellation.id,
+        [cancellation_id],
+        to=ACCEPTED,
+        allowed_from={RECORDED, REJECTED, PENDING},
+        values={"transaction_hash": None, "block_number": None, "error_code": None, "error_detail": None},
+    )
+
+
 def _transition(
     session: Session,
     key: InstrumentedAttribute[str],
@@ -218,19 +379,20 @@ def _transition(
     allowed_from: set[SubmissionStatus],
     values: Mapping[str, Any],
 ) -> None:
-    """Move every row in `keys` to `to`, or none: NotFoundError/ConflictError name the culprits."""
+    """Move every row (of `key`'s table) in `keys` to `to`, or none: NotFoundError/ConflictError name the culprits."""
     keys = set(keys)
     if not keys:
         return
-    where: ColumnElement[bool] = key.in_(keys) & Submission.status.in_(allowed_from)
-    statement = update(Submission).where(where).values(status=to, **values)
+    model = key.class_
+    where: ColumnElement[bool] = key.in_(keys) & model.status.in_(allowed_from)
+    statement = update(model).where(where).values(status=to, **values)
     savepoint = session.begin_nested()
     result = cast(CursorResult[Any], session.execute(statement.execution_options(synchronize_session="fetch")))
     if result.rowcount == len(keys):
         savepoint.commit()
         return
     savepoint.rollback()
-    rows = session.execute(select(key, Submission.status).where(key.in_(keys)))
+    rows = session.execute(select(key, model.status).where(key.in_(keys)))
     found: dict[str, SubmissionStatus] = {row_key: status for row_key, status in rows}
     missing = sorted(keys - found.keys())
     if missing:

@@ -11,7 +11,7 @@ import base64
 import binascii
 import re
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -224,6 +224,14 @@ def participant_status(session: Session, address: str) -> ParticipantStatus | No
 def trade_exists(session: Session, trade_id: str) -> bool:
     statement = select(Trade.trade_id).where(Trade.trade_id == hash32(trade_id, field="trade_id"))
     return session.scalar(statement) is not None
+
+
+def trades_by_id(session: Session, trade_ids: Collection[str]) -> dict[str, Trade]:
+    """The indexed trades among `trade_ids` (no events), by lower-case id."""
+    ids = {hash32(trade_id, field="trade_id") for trade_id in trade_ids}
+    if not ids:
+        return {}
+    return {row.trade_id: row for row in session.scalars(select(Trade).where(Trade.trade_id.in_(ids)))}
 
 
 def indexer_checkpoint(session: Session, name: str) -> IndexerCheckpoint | None:

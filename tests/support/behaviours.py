@@ -20,9 +20,9 @@ from eth_utils import keccak, to_checksum_address
 
 from ledger import errors
 from ledger.chain.abi import abi_type
-from ledger.chain.trade_ledger import BatchOutcome
+from ledger.chain.trade_ledger import BatchOutcome, CancelOutcome
 from ledger.chain.transactions import Receipt
-from ledger.domain.trade import ParticipantKind, SignedTrade, Trade, TradeStatus
+from ledger.domain.trade import ParticipantKind, SignedCancellation, SignedTrade, Trade, TradeStatus
 from ledger.signing.trader import sign_cancel_trade
 from tests.support.market import Market
 
@@ -229,9 +229,9 @@ class CancelRequest:
     seller_signature: bytes | None = None
     """A signature to send instead of the seller signer's `CancelTrade` signature."""
 
-    def submit(self, market: Market) -> Receipt:
+    def signed(self, market: Market) -> SignedCancellation:
         domain = market.domain
-        return market.ledger(self.role).cancel_trade(
+        return SignedCancellation(
             self.trade_id,
             self.trade.seller,
             self.trade.buyer,
@@ -239,6 +239,25 @@ class CancelRequest:
             self.seller_signature or sign_cancel_trade(self.seller_signer, domain, self.trade_id, self.deadline),
             sign_cancel_trade(self.buyer_signer, domain, self.trade_id, self.deadline),
         )
+
+    def submit(self, market: Market) -> Receipt:
+        c = self.signed(market)
+        return market.ledger(self.role).cancel_trade(
+            c.trade_id, c.seller, c.buyer, c.deadline, c.seller_signature, c.buyer_signature
+        )
+
+
+def cancel_batch(market: Market, batch: list[SignedCancellation], role: str = "recorder") -> CancelOutcome:
+    """Sends one `cancelTrades` transaction, as the relayer does (see `record_batch`)."""
+    ledger = market.ledger(role)
+    tx = ledger.sign_cancel_trades(batch)
+    refused = ledger.sender.broadcast([tx])
+    if refused and market.rpc.call("eth_getTransactionReceipt", tx.hash) is None:
+        raise errors.ChainError(f"node refused the batch: {refused[tx.hash]}")
+    receipt = ledger.sender.wait([tx.hash])[tx.hash]
+    if receipt.status != 1:
+        raise ledger.sender.revert_reason(tx, receipt, ledger.errors.decode)
+    return ledger.cancel_outcome(receipt)
 
 
 def cancel_request(market: Market, trade: Trade, seller: LocalAccount, buyer: LocalAccount) -> CancelRequest:

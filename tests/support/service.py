@@ -184,6 +184,14 @@ class RunningService:
 
         return wait_for(recorded, f"submission {submission_id} to be recorded")
 
+    def wait_cancelled(self, cancellation_id: str) -> dict[str, Any]:
+        def cancelled() -> dict[str, Any] | None:
+            answer = self.client.get(f"/cancellations/{cancellation_id}").json()
+            assert answer["status"] != "rejected", answer
+            return answer if answer["status"] == "recorded" else None
+
+        return wait_for(cancelled, f"cancellation {cancellation_id} to be recorded")
+
     def wait_indexed(self, path: str, until: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
         def indexed() -> dict[str, Any] | None:
             answer = self.client.get(path)

@@ -3,7 +3,7 @@
 The indexer rolls its chain-derived tables back to the fork point and re-indexes; the services'
 own records keep what a receipt once said: a reading or price batch `committed` by a transaction
 in a block, a settlement run's commit, a dispute's opening and resolution, a relayed trade
-`recorded` or `rejected`. After a reorg each record whose block is above the fork point is
+or cancellation `recorded` or `rejected`. After a reorg each record whose block is above the fork point is
 checked against the node, by what the chain does now, not by what its block said:
 
 - where the chain has the record's effect (the event of its id: its batch, run or dispute id, or
@@ -36,6 +36,8 @@ Per record (repairs: MOVE / UNCONFIRM / RESET):
                                    re-execution in another order may turn one into the other)
                                    -> pending (its transaction hash kept)
                                    -> accepted (the relayer sends it again)
+  cancellations                    the same as submissions: recorded (the trade cancelled) or
+                                   rejected at the new block, pending, or accepted again
 
 Nothing is committed or settled twice: every contract refuses an id it holds (DuplicateBatch,
 SettlementDuplicateRun, DisputeExists, DuplicateTrade), and each service adopts the chain's

@@ -20,6 +20,7 @@ from ledger.services.context import LedgerContext
 from ledger.services.metering import MeteringService
 from ledger.services.reconcile.records import (
     Batches,
+    Cancellations,
     DisputeOpenings,
     DisputeResolutions,
     Found,
@@ -83,6 +84,7 @@ class Reconciler:
             self._openings,
             DisputeResolutions(settlement, settlement_address),
             Submissions(context),
+            Cancellations(context),
         ]
         self._stop = stop
         self._lock = threading.Lock()

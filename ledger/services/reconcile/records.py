@@ -21,7 +21,7 @@ from ledger.services.reconcile.rule import Location, Record, Repair
 from ledger.services.settlement import DISPUTE_OPENED, DISPUTE_RESOLVED, SettlementService
 from ledger.store import outbox
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
-from ledger.store.models import Submission, SubmissionStatus
+from ledger.store.models import Cancellation, Submission, SubmissionStatus
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
 
 
@@ -352,4 +352,76 @@ class Submissions(RecordKind):
             self.unconfirmed.add(record.key)
         else:
             outbox.reopen(session, [record.key])
+            self.unconfirmed.discard(record.key)
+
+
+class Cancellations(RecordKind):
+    """Relayed cancellations, keyed by their own id; the effect is the trade's `TradeCancelled`
+    (a cancellation, not an amendment) or the batch's refusal of this one."""
+
+    name = "cancellations"
+
+    def __init__(self, context: LedgerContext) -> None:
+        self._ledger = context.recorder
+        self._start_block = context.deployment.start_block
+        self.unconfirmed: set[str] = set()  # as Submissions.unconfirmed
+        self._trade_of: dict[str, str] = {}
+
+    def _record(self, row: Cancellation | None) -> Record | None:
+        if row is None or row.transaction_hash is None:
+            return None
+        self._trade_of[row.id] = row.trade_id
+        if row.status is SubmissionStatus.PENDING:
+            return Record(self.name, row.id, row.transaction_hash, None)
+        if row.block_number is None:
+            return None
+        location = Location(row.transaction_hash, row.block_number, outcome=row.status.value)
+        return Record(self.name, row.id, row.transaction_hash, location)
+
+    def candidates(self, session: Session, above: int | None) -> list[Record]:
+        statement = select(Cancellation).where(
+            (
+                Cancellation.status.in_([SubmissionStatus.RECORDED, SubmissionStatus.REJECTED])
+                & _above(Cancellation.block_number, above)
+            )
+            | Cancellation.id.in_(self.unconfirmed)
+        )
+        return [record for row in session.scalars(statement) if (record := self._record(row)) is not None]
+
+    def read(self, session: Session, key: str) -> Record | None:
+        return self._record(outbox.get_cancellation(session, key))
+
+    def effect(self, record: Record, receipt: Receipt | None) -> Found | None:
+        trade_id = self._trade_of[record.key]
+        if receipt is not None and receipt.status == 1:
+            where = (receipt.transaction_hash, receipt.block_number, receipt.block_hash)
+            reasons = [reason for t, reason in self._ledger.cancel_outcome(receipt).results if t == trade_id]
+            if None in reasons:
+                return Found(Location(*where, outcome="recorded"), receipt.logs)
+            refusal = next((r for r in reasons if r is not None and not isinstance(r, errors.TradeNotActive)), None)
+            if refusal is not None:
+                return Found(Location(*where, outcome="rejected"), receipt.logs, (refusal.code, str(refusal)))
+        if self._ledger.trade_status(trade_id) is not TradeStatus.CANCELLED:
+            return None
+        entry = self._ledger.cancelled_log(trade_id, self._start_block)
+        if entry is None:
+            return None
+        found = _found_in_log(entry)
+        return Found(replace(found.location, outcome="recorded"), found.logs)
+
+    def apply(self, session: Session, record: Record, repair: Repair, found: Found | None) -> None:
+        if repair is Repair.MOVE:
+            assert found is not None
+            where = found.location
+            assert where.outcome is not None
+            to = SubmissionStatus(where.outcome)
+            outbox.settle_cancellation(
+                session, record.key, to, where.transaction_hash, where.block_number, found.detail
+            )
+            self.unconfirmed.discard(record.key)
+        elif repair is Repair.UNCONFIRM:
+            outbox.unconfirm_cancellation(session, record.key, record.transaction_hash)
+            self.unconfirmed.add(record.key)
+        else:
+            outbox.reopen_cancellation(session, record.key)
             self.unconfirmed.discard(record.key)
