@@ -13,6 +13,7 @@ from api import explorer, problems
 from api.auth import AccessLogMiddleware
 from api.body_limit import BodyLimit
 from api.rate_limit import Rate, RateLimit
+from api.request_guard import RequestGuard, restore_recursion_limit
 from api.routers import (
     access_log,
     audit,
@@ -28,6 +29,7 @@ from api.routers import (
     submissions,
     trades,
 )
+from api.types import exact_integers
 from ledger.config import Settings
 from ledger.services.access import AccessService
 from ledger.services.context import LedgerContext
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
     context stays the caller's to close."""
     if settings is None:
         settings = service.context.settings if service is not None else Settings()
+    restore_recursion_limit()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
     )
     # The last added runs first: refuse floods before reading bodies, and bodies before logging.
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(RequestGuard)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(
         RateLimit,
@@ -143,6 +147,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     content = answer.get("content", {})
                     if _is_problem(content):
                         content[problems.MEDIA_TYPE] = content.pop("application/json")
+        problems.document_edge_answers(schema)
+        exact_integers(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -5,6 +5,7 @@ Auditor and operator tokens are not issued here: `scripts/tokens.py` issues and 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -50,7 +51,11 @@ def get_siwe_nonce(
             chain_id=settings.chain_id,
             nonce=challenge.nonce,
             issued_at=challenge.issued_at.replace(microsecond=0),
-            expiration_time=challenge.expires_at.replace(microsecond=0),
+            # The session's end: the token lasts until then (trader_token_ttl_seconds), while
+            # the nonce only bounds when the message may be posted.
+            expiration_time=(challenge.issued_at + timedelta(seconds=settings.trader_token_ttl_seconds)).replace(
+                microsecond=0
+            ),
         ).text()
     return SiweChallengeOut(
         nonce=challenge.nonce,
