@@ -83,7 +83,13 @@ def sign_in(body: SiweIn, request: Request, access: AccessDep, settings: Setting
     return TokenOut.of(access.sign_in(body.message, body.signature, domain=_domain(request, settings)))
 
 
-@router.get("/me", operation_id="whoAmI", summary="Who the bearer token says you are")
+@router.get(
+    "/me",
+    operation_id="whoAmI",
+    summary="Who the bearer token says you are",
+    # Appended to the bearer scheme FastAPI declares: the token is optional (without one, the public).
+    openapi_extra={"security": [{}]},
+)
 def who_am_i(caller: CallerDep) -> WhoAmIOut:
     return WhoAmIOut.of(caller)
 
