@@ -130,6 +130,10 @@ def test_depth_counts_brackets_outside_strings_only() -> None:
     assert not too_deep(("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH).encode())
     assert not too_deep(json.dumps({"a": nested, "b": ['x"[[[\\"', {"c": "{" * 100}]}).encode())
     assert not too_deep(json.dumps([[i] for i in range(10_000)]).encode())  # wide, not deep
+    # Escapes do not hide depth: a string ending in an escaped backslash, or holding a quote.
+    for text in ("\\", '"', '\\"', "]]]]" * 10, "\n"):
+        assert too_deep(json.dumps({"a": text, "b": json.loads(nested)}).encode()), text
+        assert not too_deep(json.dumps({"a": text, "b": [[1]], "c": "[" * 40}).encode()), text
 
 
 def test_a_body_nested_just_beyond_the_limit_is_refused(api: RunningService) -> None:
