@@ -15,6 +15,7 @@ It sits inside `BodyLimit`, whose cap applies while it reads (413 `content_too_l
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import auth, problems
 from ledger import errors
+
+log = logging.getLogger(__name__)
 
 # The deepest legitimate body nests 4 levels ({"trades": [{"trade": {...}}]}).
 MAX_JSON_DEPTH = 32
@@ -149,6 +152,8 @@ async def _authentication_problem(scope: Scope, headers: Headers) -> problems.JS
         if not who.authenticated:
             raise errors.Unauthenticated(auth.TOKEN_REQUIRED)
     except errors.LedgerError as exc:  # a 401, or a store that cannot be asked (its 5xx)
+        if problems.status_for(exc) >= 500:
+            log.error("checking the token of %s %s failed: %s", scope["method"], scope["path"], exc, exc_info=exc)
         return problems.ledger_error_response(exc, scope["path"])
     return None
 
