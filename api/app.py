@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
     context stays the caller's to close."""
     if settings is None:
         settings = service.context.settings if service is not None else Settings()
-    restore_recursion_limit()
+    restore_recursion_limit()  # which importing the eth libraries raised to 100,000
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    # The last added runs first: refuse floods before reading bodies, and bodies before logging.
+    # The last added runs first: refuse floods before reading bodies, oversized bodies, then a
+    # token route's caller without a valid token and bodies too deep or not UTF-8, before logging.
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestGuard)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
