@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from api import explorer, problems, rate_limit
 from api.auth import AccessLogMiddleware
 from api.body_limit import BodyLimit
+from api.request_guard import RequestGuard, restore_recursion_limit
 from api.routers import (
     access_log,
     audit,
@@ -27,6 +28,7 @@ from api.routers import (
     submissions,
     trades,
 )
+from api.types import exact_integers
 from ledger.config import Settings
 from ledger.services.access import AccessService
 from ledger.services.context import LedgerContext
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
     context stays the caller's to close."""
     if settings is None:
         settings = service.context.settings if service is not None else Settings()
+    restore_recursion_limit()  # which importing the eth libraries raised to 100,000
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,8 +96,10 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    # The last added runs first: refuse floods before reading bodies, and bodies before logging.
+    # The last added runs first: refuse floods before reading bodies, oversized bodies, then a
+    # token route's caller without a valid token and bodies too deep or not UTF-8, before logging.
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(RequestGuard)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     rate_limit.install(app, settings)
     app.state.settings = settings
@@ -138,6 +143,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     content = answer.get("content", {})
                     if _is_problem(content):
                         content[problems.MEDIA_TYPE] = content.pop("application/json")
+        problems.document_edge_answers(schema)
+        exact_integers(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 

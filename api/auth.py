@@ -36,6 +36,7 @@ _bearer = HTTPBearer(
         "settings, or a trader's token from POST /auth/siwe."
     ),
 )
+TOKEN_REQUIRED = "this data is not public: send a bearer token (see /auth/siwe for traders)"
 # The request state member that asks AccessLogMiddleware to log the request.
 _LOGGED = "access_principal"
 
@@ -72,7 +73,7 @@ async def reader(request: Request, who: CallerDep) -> Principal:
     """A caller with a credential, logged in the access log; routes then narrow what it sees
     with `Principal.sees` / `own_account`."""
     if not who.authenticated:
-        raise Unauthenticated("this data is not public: send a bearer token (see /auth/siwe for traders)")
+        raise Unauthenticated(TOKEN_REQUIRED)
     setattr(request.state, _LOGGED, who)
     return who
 

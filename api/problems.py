@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -58,6 +58,8 @@ _TITLES = {
     "validation_error": "The request is not valid",
     "internal_error": "Internal server error",
     "chain_unavailable": "The blockchain node is unavailable",
+    "body_not_utf8": "The body is not UTF-8",
+    "json_too_deep": "The JSON body nests too deep",
 }
 # Codes of HTTP-level refusals, fixed here (Python's reason phrases change between versions).
 _HTTP_CODES = {
@@ -143,6 +145,31 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": f"Problem ({status})"} for status in statuses}
 
 
+# What the edge may answer before an operation runs (rate limit, body checks, token check), in
+# every operation's documented responses: name -> (status, description, applies to the operation).
+_EDGE_ANSWERS: tuple[tuple[int, str, Callable[[Mapping[str, Any]], bool]], ...] = (
+    (429, "rate_limited: too many requests from this client or token", lambda _: True),
+    (
+        401,
+        "a token that is not valid (token_required, invalid_token, token_expired, token_revoked)",
+        lambda op: "security" in op,
+    ),
+    (400, "body_not_utf8 or json_too_deep: a body refused before it is parsed", lambda op: "requestBody" in op),
+    (413, "content_too_large: a body beyond the service's cap", lambda op: "requestBody" in op),
+)
+
+
+def document_edge_answers(openapi: dict[str, Any]) -> None:
+    """Adds, in place, the problems the edge answers to every operation that may get them."""
+    problem = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path in openapi.get("paths", {}).values():
+        for operation in path.values():
+            answers = operation.setdefault("responses", {})
+            for status, description, applies in _EDGE_ANSWERS:
+                if applies(operation):
+                    answers.setdefault(str(status), {"description": description, "content": problem})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
@@ -159,9 +186,14 @@ def response(body: dict[str, Any], headers: Mapping[str, str] | None = None) -> 
 
 async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.LedgerError)
-    body = problem_for(exc, request.url.path)
-    if body["status"] >= 500:
+    if status_for(exc) >= 500:
         log.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc, exc_info=exc)
+    return ledger_error_response(exc, request.url.path)
+
+
+def ledger_error_response(exc: errors.LedgerError, instance: str | None) -> JSONResponse:
+    """The answer to a ledger error, with the headers its kind calls for."""
+    body = problem_for(exc, instance)
     headers: dict[str, str] = {}
     if isinstance(exc, errors.Unauthenticated):
         # RFC 6750: no error code when no token came; invalid_token for a bad, expired or revoked one.

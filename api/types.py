@@ -170,3 +170,38 @@ Timestamp = Annotated[
     PlainSerializer(lambda moment: moment.astimezone(UTC).isoformat(), return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+# --- the published schema ---------------------------------------------------------------------
+
+# The integer bounds above 2**53 the API declares: FastAPI's OpenAPI model keeps bounds as floats,
+# which cannot hold them, so they are put back from here.
+_LARGE_BOUNDS = {float(bound): bound for bound in (UINT64_MAX, UINT256_MAX, 2**63 - 1)}
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def exact_integers(schema: Any) -> None:
+    """Rewrites, in place, the float bounds of integer schemas in an OpenAPI document as the
+    exact integers declared (18446744073709551615, not 1.8446744073709552e+19)."""
+    if isinstance(schema, list):
+        for item in schema:
+            exact_integers(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "integer":
+        for key in _BOUNDS:
+            bound = schema.get(key)
+            if isinstance(bound, float):
+                schema[key] = _exact(bound)
+    for value in schema.values():
+        exact_integers(value)
+
+
+def _exact(bound: float) -> int:
+    if abs(bound) < 2**53:
+        if not bound.is_integer():
+            raise ValueError(f"an integer schema declares the fractional bound {bound}")
+        return int(bound)
+    if bound not in _LARGE_BOUNDS:
+        raise ValueError(f"the integer bound {bound:.0f} lost precision: add it to api.types._LARGE_BOUNDS")
+    return _LARGE_BOUNDS[bound]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from uuid import uuid4
 
 import pytest
@@ -28,6 +29,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         # A folder that does not exist yet: make_engine must create it.
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'ledger' / 'gridledger.db'}"
         return
+    with postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a fresh, uniquely named PostgreSQL database, dropped afterwards."""
     name = f"gl_{uuid4().hex[:16]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     try:

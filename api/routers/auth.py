@@ -5,6 +5,7 @@ Auditor and operator tokens are not issued here: `scripts/tokens.py` issues and 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -60,7 +61,11 @@ def get_siwe_nonce(
             chain_id=settings.chain_id,
             nonce=challenge.nonce,
             issued_at=challenge.issued_at.replace(microsecond=0),
-            expiration_time=challenge.expires_at.replace(microsecond=0),
+            # The session's end: the token lasts until then (trader_token_ttl_seconds), while
+            # the nonce only bounds when the message may be posted.
+            expiration_time=(challenge.issued_at + timedelta(seconds=settings.trader_token_ttl_seconds)).replace(
+                microsecond=0
+            ),
         ).text()
     return SiweChallengeOut(
         nonce=challenge.nonce,
@@ -89,7 +94,13 @@ def sign_in(body: SiweIn, request: Request, access: AccessDep) -> TokenOut:
     return TokenOut.of(access.sign_in(body.message, body.signature, domain=domain, origin=origin))
 
 
-@router.get("/me", operation_id="whoAmI", summary="Who the bearer token says you are")
+@router.get(
+    "/me",
+    operation_id="whoAmI",
+    summary="Who the bearer token says you are",
+    # Appended to the bearer scheme FastAPI declares: the token is optional (without one, the public).
+    openapi_extra={"security": [{}]},
+)
 def who_am_i(caller: CallerDep) -> WhoAmIOut:
     return WhoAmIOut.of(caller)
 

@@ -30,6 +30,7 @@ from api.types import Address, Bytes32, IsoTime
 from ledger.auth.scopes import Scope
 from ledger.services.settlement import SettlementService
 from ledger.services.settlement.jobs import SettlementJobs
+from ledger.store.queries import MAX_PAGE_SIZE
 from ledger.store.settlement_models import RunStatus
 
 router = APIRouter(tags=["settlement"], responses=problem_responses(422, 503))
@@ -112,7 +113,7 @@ def list_settlement_runs(
     ] = None,
     period_end: Annotated[IsoTime | None, Query(alias="periodEnd", description="periods ending at or before")] = None,
     run_status: Annotated[RunStatusName | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> RunPage:
     runs = settlement.list_runs(
         period_start=period_start,

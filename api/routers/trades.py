@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
@@ -135,6 +135,12 @@ async def list_trades(
 
     page, head = await reads(read)
     return TradePage.of(page.items, page.next_cursor, head)
+
+
+@router.api_route("/batch", methods=["GET", "HEAD"], include_in_schema=False)
+def batch_is_post_only() -> None:
+    """Declared before /{tradeId}, which would otherwise take `batch` for a trade id."""
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED, "/trades/batch takes POST only", {"Allow": "POST"})
 
 
 @router.get(
