@@ -261,10 +261,20 @@ INDEXED_CONTRACTS = ("TradeLedger", "MeterData", "Settlement")
 
 
 # Events the contract inherits from OpenZeppelin: role changes, pausing and EIP-712 domain
-# changes are operational state, not ledger records, so the indexer skips them. Any other event
-# without a dataclass is an error when the decoder is built.
+# changes are operational state, not ledger records, so the indexer skips them; so is a refused
+# registration (ParticipantRejected), which changes no record and is kept by the registration
+# queue (ledger.store.registrations). Any other event without a dataclass is an error when the
+# decoder is built.
 IGNORED_EVENTS = frozenset(
-    {"RoleAdminChanged", "RoleGranted", "RoleRevoked", "Paused", "Unpaused", "EIP712DomainChanged"}
+    {
+        "RoleAdminChanged",
+        "RoleGranted",
+        "RoleRevoked",
+        "Paused",
+        "Unpaused",
+        "EIP712DomainChanged",
+        "ParticipantRejected",
+    }
 )
 
 ZERO_HASH = "0x" + "00" * 32
