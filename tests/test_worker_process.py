@@ -39,9 +39,9 @@ def test_a_child_process_records_and_indexes_what_the_api_accepts(
     other = LedgerService(LedgerContext.open(settings), workers=WorkerStatusFile(tmp_path / "workers.json"))
     service.start()
     try:
-        assert service.workers == {"relayer": True, "indexer": True}
+        assert service.workers == {"relayer": True, "indexer": True, "registrar": True}
         assert service.healthy and service.failure is None
-        assert other.workers == {"relayer": True, "indexer": True} and other.healthy
+        assert other.workers == {"relayer": True, "indexer": True, "registrar": True} and other.healthy
         seller, buyer = Account.create(), Account.create()
         for account in (seller, buyer):
             service.participants.register(account.address, ParticipantKind.GENERATOR, f"licence-{account.address}")
@@ -60,9 +60,9 @@ def test_a_child_process_records_and_indexes_what_the_api_accepts(
         service.stop()
         service.context.close()
         other.context.close()
-    assert service.workers == {"relayer": False, "indexer": False}
+    assert service.workers == {"relayer": False, "indexer": False, "registrar": False}
     assert not service.healthy
-    assert other.workers == {"relayer": False, "indexer": False} and not other.healthy
+    assert other.workers == {"relayer": False, "indexer": False, "registrar": False} and not other.healthy
 
 
 def test_a_dead_child_is_an_unhealthy_service(anvil: LocalNode, tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_a_dead_child_is_an_unhealthy_service(anvil: LocalNode, tmp_path: Path) 
         assert process is not None
         process.kill()
         wait_for(lambda: not service.healthy, "health to see the dead worker")
-        assert service.workers == {"relayer": False, "indexer": False}
+        assert service.workers == {"relayer": False, "indexer": False, "registrar": False}
         assert isinstance(service.failure, WorkerProcessError)
     finally:
         service.stop()
