@@ -10,8 +10,8 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from ledger.domain.trade import ParticipantStatus
-from tests.support.service import OPERATOR_TOKEN, RunningService, anvil_service
+from ledger.domain.trade import ParticipantKind, ParticipantStatus
+from tests.support.service import OPERATOR_TOKEN, RunningService, anvil_service, wait_for
 
 PROBLEM = "application/problem+json"
 
@@ -290,3 +290,26 @@ def test_the_registry_lists_by_kind_and_status_in_pages(api: RunningService) -> 
     assert not mine & set(addresses(kind="generator"))
     for params in ({"kind": "utility"}, {"status": "gone"}, {"limit": 0}, {"cursor": "%%%"}):
         assert_problem(api.client.get("/participants", params=params), 422, "validation_error")
+
+
+def test_a_registration_the_chain_refuses_is_rejected_with_the_contracts_reason(api: RunningService) -> None:
+    account = Account.create()
+    with workers_stopped(api):
+        # Registered on chain behind the service's back, before its index could know: accepted.
+        api.service.participants.register(account.address, ParticipantKind.CONSUMER, "GLN-direct")
+        answer = api.client.post("/participants", json=registration(account.address), headers=api.operator)
+        assert answer.status_code == 202, answer.text
+
+    def settled() -> dict[str, Any] | None:
+        status = api.client.get(answer.json()["links"]["self"]).json()
+        return status if status["status"] in ("registered", "rejected") else None
+
+    rejected = wait_for(settled, "the registration to be settled")
+    assert (rejected["status"], rejected["errorCode"]) == ("rejected", "participant_already_registered")
+    assert rejected["transactionHash"] and rejected["blockNumber"]
+    # The indexer went through the ParticipantRejected log; the account is the chain's registration.
+    shown = api.wait_indexed(f"/participants/{account.address}")
+    assert shown["status"] == "active" and shown["identifierHash"] == "0x" + keccak(text="GLN-direct").hex()
+    assert api.client.get("/health").status_code == 200
+    same = api.client.post("/participants", json=registration(account.address), headers=api.operator)
+    assert_problem(same, 409, "participant_already_registered")

@@ -114,6 +114,13 @@ class ParticipantRegistered:
 
 
 @dataclass(frozen=True, slots=True)
+class ParticipantRejected:
+    provenance: Provenance
+    account: str
+    reason: bytes  # an ABI-encoded custom error of IParticipantRegistry
+
+
+@dataclass(frozen=True, slots=True)
 class ParticipantSuspended:
     provenance: Provenance
     account: str
@@ -221,6 +228,7 @@ LedgerEvent = (
     | TradeCancelled
     | TradeLimitsUpdated
     | ParticipantRegistered
+    | ParticipantRejected
     | ParticipantSuspended
     | ParticipantReinstated
     | ReadingBatchCommitted
@@ -242,6 +250,7 @@ EVENT_TYPES: dict[str, type[LedgerEvent]] = {
         TradeCancelled,
         TradeLimitsUpdated,
         ParticipantRegistered,
+        ParticipantRejected,
         ParticipantSuspended,
         ParticipantReinstated,
         ReadingBatchCommitted,
@@ -261,20 +270,10 @@ INDEXED_CONTRACTS = ("TradeLedger", "MeterData", "Settlement")
 
 
 # Events the contract inherits from OpenZeppelin: role changes, pausing and EIP-712 domain
-# changes are operational state, not ledger records, so the indexer skips them; so is a refused
-# registration (ParticipantRejected), which changes no record and is kept by the registration
-# queue (ledger.store.registrations). Any other event without a dataclass is an error when the
-# decoder is built.
+# changes are operational state, not ledger records, so the indexer skips them. Any other event
+# without a dataclass is an error when the decoder is built.
 IGNORED_EVENTS = frozenset(
-    {
-        "RoleAdminChanged",
-        "RoleGranted",
-        "RoleRevoked",
-        "Paused",
-        "Unpaused",
-        "EIP712DomainChanged",
-        "ParticipantRejected",
-    }
+    {"RoleAdminChanged", "RoleGranted", "RoleRevoked", "Paused", "Unpaused", "EIP712DomainChanged"}
 )
 
 ZERO_HASH = "0x" + "00" * 32
