@@ -7,9 +7,11 @@ import secrets
 import threading
 import time
 
+import pytest
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
+from ledger import errors
 from ledger.chain.trade_ledger import PARTICIPANT_REGISTERED_TOPIC
 from ledger.domain.trade import ParticipantKind, ParticipantStatus
 from ledger.services.registrar import Registrar
@@ -174,3 +176,36 @@ def test_a_batch_still_in_the_mempool_at_restart_is_settled_once_mined_by_the_ru
 def registrations_address(sessions: sessionmaker[Session], registration_id: str) -> str:
     with sessions() as session:
         return registrations.get_registration(session, registration_id).address  # type: ignore[union-attr]
+
+
+def test_the_queue_keeps_one_registration_per_account_and_pages_the_unindexed(
+    store_session_factory: sessionmaker[Session],
+) -> None:
+    sessions = store_session_factory
+    a, b = fresh(2)
+    h1, h2 = "0x" + "11" * 32, "0x" + "22" * 32
+    consumer, generator = ParticipantKind.CONSUMER, ParticipantKind.GENERATOR
+    with sessions.begin() as session:
+        added = registrations.add_registrations(
+            session,
+            [(a.lower(), consumer, h1), (b, consumer, h1), (a, consumer, h1), (a, generator, h1), (b, consumer, h2)],
+        )
+    first, second, again, other_kind, other_identifier = added
+    assert isinstance(first, tuple) and isinstance(second, tuple) and isinstance(again, tuple)
+    assert (first[1], second[1], again[1]) == (True, True, False)
+    assert first[0].address == a and again[0].id == first[0].id
+    assert isinstance(other_kind, errors.ParticipantAlreadyRegistered)
+    assert isinstance(other_identifier, errors.ParticipantAlreadyRegistered)
+    with sessions.begin() as session:  # a later transaction finds the same rows
+        (later,) = registrations.add_registrations(session, [(a, consumer, h1.upper().replace("0X", "0x"))])
+    assert isinstance(later, tuple) and (later[0].id, later[1]) == (first[0].id, False)
+
+    with sessions() as session:
+        page, cursor = registrations.list_unindexed(session, kind=consumer, limit=1, cursor=None)
+        assert [r.address for r in page] == [a] and cursor is not None
+        page, cursor = registrations.list_unindexed(session, kind=consumer, limit=1, cursor=cursor)
+        assert [r.address for r in page] == [b]
+        assert registrations.list_unindexed(session, kind=generator, limit=5, cursor=None) == ([], None)
+        for bad in ("p.\x00", "p." + "0" * 36, "x"):
+            with pytest.raises(errors.ValidationError):
+                registrations.list_unindexed(session, kind=None, limit=1, cursor=bad)

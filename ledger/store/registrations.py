@@ -7,8 +7,9 @@ so a restart finds every sent registration by its hash (`list_pending`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -29,6 +30,7 @@ REJECTED = RegistrationStatus.REJECTED
 # The cursor of a page of unindexed registrations: "p." and the last row's id. "." is outside the
 # alphabet of the index's cursors (base64url), so the two never mix up.
 PENDING_CURSOR_PREFIX = "p."
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 Entry = tuple[str, ParticipantKind, str]  # (address, kind, identifier hash)
@@ -61,6 +63,8 @@ def add_registrations(
     now = utc_now()
     for address, kind, identifier_hash in entries:
         if address not in found and address not in new:
+            # A microsecond apart: rows of one batch keep its order (claims and pages go by time).
+            accepted_at = now + timedelta(microseconds=len(new))
             new[address] = {
                 "id": str(uuid4()),
                 "address": address,
@@ -68,8 +72,8 @@ def add_registrations(
                 "identifier_hash": identifier_hash,
                 "status": ACCEPTED,
                 "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
+                "created_at": accepted_at,
+                "updated_at": accepted_at,
             }
     inserted: dict[str, ParticipantRegistration] = {}
     if new:
@@ -226,7 +230,9 @@ def list_unindexed(
 
 
 def _pending_cursor_row(session: Session, cursor: str) -> tuple[datetime, str]:
-    row = get_registration(session, cursor.removeprefix(PENDING_CURSOR_PREFIX))
+    registration_id = cursor.removeprefix(PENDING_CURSOR_PREFIX)
+    # Only an id of ours reaches the database (PostgreSQL refuses a NUL in a string, for one).
+    row = get_registration(session, registration_id) if _UUID.fullmatch(registration_id) else None
     if not cursor.startswith(PENDING_CURSOR_PREFIX) or row is None:
         raise ValidationError("cursor is not one this API returned", field="cursor", value=cursor)
     return row.created_at, row.id
