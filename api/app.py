@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None, *, service: LedgerService | Non
         chain,
     ):
         app.include_router(module.router)
+    app.include_router(participants.registrations_router)
     explorer.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -503,12 +503,16 @@ class ParticipantEventOut(ResponseModel):
 
 
 class ParticipantSummaryOut(ResponseModel):
+    """`pending`: registration accepted and not indexed yet (no block, no provenance yet);
+    `links.registration` follows it."""
+
     address: str
     kind: ParticipantKindName
-    status: ParticipantStatusName
+    status: ParticipantStatusName | Literal["pending"]
     identifier_hash: str = Field(description="keccak-256 of the identifier")
-    registered_at: UtcTime
-    provenance: ProvenanceOut
+    registered_at: UtcTime | None
+    provenance: ProvenanceOut | None
+    links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def fields_of(cls, row: models.Participant, head: int | None) -> dict[str, Any]:
@@ -524,6 +528,18 @@ class ParticipantSummaryOut(ResponseModel):
     @classmethod
     def from_row(cls, row: models.Participant, head: int | None) -> ParticipantSummaryOut:
         return cls(**cls.fields_of(row, head))
+
+    @classmethod
+    def pending_fields(cls, address: str, kind: str, identifier_hash: str, registration: str) -> dict[str, Any]:
+        return {
+            "address": address,
+            "kind": kind,
+            "status": "pending",
+            "identifier_hash": identifier_hash,
+            "registered_at": None,
+            "provenance": None,
+            "links": {"registration": registration},
+        }
 
 
 class ParticipantOut(ParticipantSummaryOut):

@@ -168,6 +168,10 @@ class ParticipantAlreadyRegistered(ConflictError):
     code = "participant_already_registered"
 
 
+class InvalidParticipantKind(ValidationError):
+    code = "invalid_participant_kind"
+
+
 class InvalidParticipantStatus(ConflictError):
     code = "invalid_participant_status"
 

@@ -29,7 +29,7 @@ CHECKS = [
 ]
 # Judges each item on its own and answers 200 with a problem in a malformed item's place (the
 # schema documents items as they must be, not what the envelope accepts).
-PER_ITEM = {"submitTradeBatch", "cancelTradeBatch"}
+PER_ITEM = {"submitTradeBatch", "cancelTradeBatch", "registerParticipantBatch"}
 
 
 @pytest.fixture(scope="module")

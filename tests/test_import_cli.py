@@ -85,7 +85,7 @@ def stack(anvil: LocalNode, tmp_path: Path) -> Iterator[Stack]:
     deploy(settings, anvil.rpc_url)
     context = LedgerContext.open(settings)
     try:
-        registry = ParticipantService(context.operator)
+        registry = ParticipantService(context.operator, context.sessions)
         participants = []
         for n in range(2):
             account = Account.create()

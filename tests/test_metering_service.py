@@ -61,7 +61,7 @@ def ledger(anvil: LocalNode, database_url: str, tmp_path: Path) -> Iterator[Ledg
     )
     deploy(settings, anvil.rpc_url)
     context = LedgerContext.open(settings)
-    registry = ParticipantService(context.operator)
+    registry = ParticipantService(context.operator, context.sessions)
     addresses = []
     for n in range(3):
         account = Account.create()

@@ -26,7 +26,15 @@ from ledger.auth.scopes import PrincipalKind
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ConflictError, NotFoundError, ValidationError
 from ledger.services.verification import access_log_differences
-from ledger.store import access_models, chain_models, metering_models, outbox, queries, settlement_models
+from ledger.store import (
+    access_models,
+    chain_models,
+    metering_models,
+    outbox,
+    queries,
+    registration_models,
+    settlement_models,
+)
 from ledger.store.db import _alembic_config, current_revision, make_engine, make_session_factory, migrate
 from ledger.store.models import (
     Base,
@@ -93,6 +101,7 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
     assert {model.__tablename__ for model in access} <= set(Base.metadata.tables)
     chain = (chain_models.ChainBatch, chain_models.ChainRun, chain_models.ChainDispute)
     assert {model.__tablename__ for model in chain} <= set(Base.metadata.tables)
+    assert registration_models.ParticipantRegistration.__tablename__ in Base.metadata.tables
     assert schema_differences(store_engine, Base.metadata) == []
     # compare_metadata ignores CHECK constraints: compare them by name.
     inspector = inspect(store_engine)

@@ -22,6 +22,8 @@ from ledger.store.db import make_session_factory
 from tests.support.market import valid_trade
 from tests.support.service import wait_for
 
+WORKERS = ("relayer", "indexer", "registrar", "settlement")
+
 
 def test_a_child_process_records_and_indexes_what_the_api_accepts(
     anvil: LocalNode, database_url: str, tmp_path: Path
@@ -39,9 +41,10 @@ def test_a_child_process_records_and_indexes_what_the_api_accepts(
     other = LedgerService(LedgerContext.open(settings), workers=WorkerStatusFile(tmp_path / "workers.json"))
     service.start()
     try:
-        assert service.workers == {"relayer": True, "indexer": True, "settlement": True}
+        running = dict.fromkeys(WORKERS, True)
+        assert service.workers == running
         assert service.healthy and service.failure is None
-        assert other.workers == {"relayer": True, "indexer": True, "settlement": True} and other.healthy
+        assert other.workers == running and other.healthy
         seller, buyer = Account.create(), Account.create()
         for account in (seller, buyer):
             service.participants.register(account.address, ParticipantKind.GENERATOR, f"licence-{account.address}")
@@ -60,9 +63,10 @@ def test_a_child_process_records_and_indexes_what_the_api_accepts(
         service.stop()
         service.context.close()
         other.context.close()
-    assert service.workers == {"relayer": False, "indexer": False, "settlement": False}
+    stopped = dict.fromkeys(WORKERS, False)
+    assert service.workers == stopped
     assert not service.healthy
-    assert other.workers == {"relayer": False, "indexer": False, "settlement": False} and not other.healthy
+    assert other.workers == stopped and not other.healthy
 
 
 def test_a_dead_child_is_an_unhealthy_service(anvil: LocalNode, tmp_path: Path) -> None:
@@ -81,7 +85,7 @@ def test_a_dead_child_is_an_unhealthy_service(anvil: LocalNode, tmp_path: Path) 
         assert process is not None
         process.kill()
         wait_for(lambda: not service.healthy, "health to see the dead worker")
-        assert service.workers == {"relayer": False, "indexer": False, "settlement": False}
+        assert service.workers == dict.fromkeys(WORKERS, False)
         assert isinstance(service.failure, WorkerProcessError)
     finally:
         service.stop()

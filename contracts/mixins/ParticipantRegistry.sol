@@ -17,12 +17,27 @@ abstract contract ParticipantRegistry is AccessControl, IParticipantRegistry {
         ParticipantKind kind,
         bytes32 identifierHash
     ) external onlyRole(Roles.OPERATOR) {
-        if (account == address(0)) revert ParticipantRegistryZeroAddress();
-        if (_participants[account].status != ParticipantStatus.None) {
-            revert ParticipantRegistryAlreadyRegistered(account);
+        bytes memory reason = _registrationError(account, uint8(kind));
+        if (reason.length != 0) {
+            assembly ("memory-safe") {
+                revert(add(reason, 0x20), mload(reason))
+            }
         }
-        _participants[account] = Participant(kind, ParticipantStatus.Active, uint64(block.timestamp), identifierHash);
-        emit ParticipantRegistered(account, kind, identifierHash);
+        _register(account, kind, identifierHash);
+    }
+
+    /// @inheritdoc IParticipantRegistry
+    function registerParticipants(Registration[] calldata registrations) external onlyRole(Roles.OPERATOR) {
+        if (registrations.length == 0) revert ParticipantRegistryEmptyBatch();
+        for (uint256 i = 0; i < registrations.length; ++i) {
+            Registration calldata r = registrations[i];
+            bytes memory reason = _registrationError(r.account, r.kind);
+            if (reason.length != 0) {
+                emit ParticipantRejected(r.account, reason);
+            } else {
+                _register(r.account, ParticipantKind(r.kind), r.identifierHash);
+            }
+        }
     }
 
     /// @inheritdoc IParticipantRegistry
@@ -49,6 +64,23 @@ abstract contract ParticipantRegistry is AccessControl, IParticipantRegistry {
 
     function _participantStatus(address account) internal view returns (ParticipantStatus) {
         return _participants[account].status;
+    }
+
+    /// @dev The custom error a registration of `account` as `kind` fails with, empty if none.
+    function _registrationError(address account, uint8 kind) private view returns (bytes memory) {
+        if (account == address(0)) return abi.encodeWithSelector(ParticipantRegistryZeroAddress.selector);
+        if (kind > uint8(type(ParticipantKind).max)) {
+            return abi.encodeWithSelector(ParticipantRegistryInvalidKind.selector, kind);
+        }
+        if (_participants[account].status != ParticipantStatus.None) {
+            return abi.encodeWithSelector(ParticipantRegistryAlreadyRegistered.selector, account);
+        }
+        return "";
+    }
+
+    function _register(address account, ParticipantKind kind, bytes32 identifierHash) private {
+        _participants[account] = Participant(kind, ParticipantStatus.Active, uint64(block.timestamp), identifierHash);
+        emit ParticipantRegistered(account, kind, identifierHash);
     }
 
     function _transition(address account, ParticipantStatus from, ParticipantStatus to) private {

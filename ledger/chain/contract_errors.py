@@ -29,6 +29,8 @@ ERROR_CLASSES: dict[str, tuple[type[errors.LedgerError], str]] = {
         errors.ParticipantAlreadyRegistered,
         "the account is registered already",
     ),
+    "ParticipantRegistryInvalidKind": (errors.InvalidParticipantKind, "the kind is not a participant kind"),
+    "ParticipantRegistryEmptyBatch": (errors.EmptyBatch, "a batch needs at least one registration"),
     "ParticipantRegistryUnknownParticipant": (errors.UnknownParticipant, "the account is not registered"),
     "ParticipantRegistryInvalidStatus": (
         errors.InvalidParticipantStatus,

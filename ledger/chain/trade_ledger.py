@@ -32,6 +32,8 @@ TRADE_REJECTED_TOPIC = "0x" + keccak(text="TradeRejected(bytes32,bytes)").hex()
 TRADE_CANCELLED_TOPIC = "0x" + keccak(text="TradeCancelled(bytes32,bytes32)").hex()
 TRADE_CANCEL_REJECTED_TOPIC = "0x" + keccak(text="TradeCancelRejected(bytes32,bytes)").hex()
 ZERO_TOPIC = "0x" + "00" * 32
+PARTICIPANT_REGISTERED_TOPIC = "0x" + keccak(text="ParticipantRegistered(address,uint8,bytes32)").hex()
+PARTICIPANT_REJECTED_TOPIC = "0x" + keccak(text="ParticipantRejected(address,bytes)").hex()
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,24 @@ class CancelOutcome:
     results: list[tuple[str, errors.LedgerError | None]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """One entry of a `registerParticipants` batch. `kind` is the contract's ordinal."""
+
+    account: str
+    kind: int
+    identifier_hash: bytes
+
+
+@dataclass
+class RegistrationOutcome:
+    """What one `registerParticipants` transaction did to each account it carried."""
+
+    receipt: Receipt
+    registered: dict[str, int] = field(default_factory=dict)  # checksummed account -> log index
+    rejected: dict[str, errors.LedgerError] = field(default_factory=dict)  # the first rejection of each
+
+
 # Gas for a `recordTrades` batch, without asking the node to simulate it (eth_estimateGas on a
 # 200-trade batch costs ~0.4 s: a binary search of executions). A recorded trade costs ~42,000
 # gas; the bound covers cold participant slots and an amendment's extra write. Unused gas is not
@@ -79,6 +99,9 @@ BATCH_GAS_PER_TRADE = 60_000
 # A cancellation costs ~21,000 gas in a batch (two signature recoveries, one write of a warm slot,
 # the event); the bound covers cold participant slots, with the same margin.
 BATCH_GAS_PER_CANCEL = 35_000
+# A registration writes two fresh storage slots (~44,000 gas) and a log; the bound covers the loop.
+REGISTRATION_BASE_GAS = 60_000
+REGISTRATION_GAS_PER_ENTRY = 55_000
 
 
 class TradeLedgerContract(ContractCalls):
@@ -130,16 +153,38 @@ class TradeLedgerContract(ContractCalls):
     def cancel_outcome(self, receipt: Receipt) -> CancelOutcome:
         """What a mined `cancelTrades` transaction did to each of its cancellations, in order."""
         outcome = CancelOutcome(receipt)
-        me = self.address.lower()
-        for log in receipt.logs:
-            if log["address"].lower() != me:
-                continue
+        for log in self._own_logs(receipt):
             topics = [t.lower() for t in log["topics"]]
             if topics[0] == TRADE_CANCELLED_TOPIC and topics[2] == ZERO_TOPIC:
                 outcome.results.append((topics[1], None))
             elif topics[0] == TRADE_CANCEL_REJECTED_TOPIC:
                 outcome.results.append((topics[1], self.errors.decode(_decode_bytes(log["data"]))))
         return outcome
+
+    def sign_register_participants(self, batch: Sequence[Registration]) -> SignedTransaction:
+        """A signed `registerParticipants` transaction, not yet sent: the registrar stores its hash first."""
+        data = self.encode("registerParticipants", [[(r.account, r.kind, r.identifier_hash) for r in batch]])
+        return self.sender.sign(self.address, data, REGISTRATION_BASE_GAS + REGISTRATION_GAS_PER_ENTRY * len(batch))
+
+    def registration_outcome(self, receipt: Receipt) -> RegistrationOutcome:
+        """Which accounts a mined `registerParticipants` transaction registered, and why it
+        rejected the others (their custom errors, decoded)."""
+        outcome = RegistrationOutcome(receipt)
+        for log in self._own_logs(receipt):
+            topic0 = log["topics"][0]
+            if topic0 not in (PARTICIPANT_REGISTERED_TOPIC, PARTICIPANT_REJECTED_TOPIC):
+                continue
+            account = to_checksum_address("0x" + log["topics"][1][-40:])
+            if topic0 == PARTICIPANT_REGISTERED_TOPIC:
+                outcome.registered[account] = int(log["logIndex"], 16)
+            else:
+                outcome.rejected.setdefault(account, self.errors.decode(_decode_bytes(log["data"])))
+        return outcome
+
+    def _own_logs(self, receipt: Receipt) -> list[dict[str, Any]]:
+        """The receipt's logs emitted by this contract (a transaction may touch others)."""
+        me = self.address.lower()
+        return [log for log in receipt.logs if log["address"].lower() == me]
 
     def batch_outcome(self, receipt: Receipt) -> BatchOutcome:
         """Which trades a mined `recordTrades` transaction recorded, and why it rejected the rest."""

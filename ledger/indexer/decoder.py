@@ -121,6 +121,13 @@ class ParticipantRegistered:
 
 
 @dataclass(frozen=True, slots=True)
+class ParticipantRejected:
+    provenance: Provenance
+    account: str
+    reason: bytes  # an ABI-encoded custom error of IParticipantRegistry
+
+
+@dataclass(frozen=True, slots=True)
 class ParticipantSuspended:
     provenance: Provenance
     account: str
@@ -229,6 +236,7 @@ LedgerEvent = (
     | TradeCancelled
     | TradeLimitsUpdated
     | ParticipantRegistered
+    | ParticipantRejected
     | ParticipantSuspended
     | ParticipantReinstated
     | ReadingBatchCommitted
@@ -251,6 +259,7 @@ EVENT_TYPES: dict[str, type[LedgerEvent]] = {
         TradeCancelled,
         TradeLimitsUpdated,
         ParticipantRegistered,
+        ParticipantRejected,
         ParticipantSuspended,
         ParticipantReinstated,
         ReadingBatchCommitted,

@@ -71,6 +71,7 @@ from ledger.indexer.decoder import (
     LogDecoder,
     ParticipantRegistered,
     ParticipantReinstated,
+    ParticipantRejected,
     ParticipantSuspended,
     PriceBatchCommitted,
     PriceBatchSuperseded,
@@ -654,6 +655,8 @@ def _project(events: Iterable[LedgerEvent], blocks: Mapping[int, BlockHeader], d
                         event.account, ParticipantEventKind.REGISTERED, origin, kind, event.identifier_hash
                     )
                 )
+            case ParticipantRejected():
+                pass  # changes no record; the registration queue keeps the outcome (ledger.services.registrar)
             case ParticipantSuspended():
                 rows.participant_status[event.account] = ParticipantStatus.SUSPENDED
                 rows.participant_events.append(

@@ -21,6 +21,7 @@ from ledger.services.context import LedgerContext
 from ledger.services.metering import MeteringService
 from ledger.services.participants import ParticipantService
 from ledger.services.reconcile import Reconciler
+from ledger.services.registrar import Registrar
 from ledger.services.relayer import Relayer
 from ledger.services.settlement import SettlementService
 from ledger.services.settlement.jobs import SettlementJobs
@@ -38,7 +39,7 @@ class LedgerService:
         settings = context.settings
         self.context = context
         self.trading = TradingService(context.recorder, context.sessions, context.read_sessions, context.clock)
-        self.participants = ParticipantService(context.operator)
+        self.participants = ParticipantService(context.operator, context.sessions)
         start_block = context.deployment.start_block
         self.relayer = Relayer(
             context.recorder,
@@ -47,6 +48,10 @@ class LedgerService:
             batch_size=settings.relayer_batch_size,
             batch_window=settings.relayer_batch_window_ms / 1000,
             max_in_flight=settings.relayer_max_in_flight,
+        )
+        # The operator key's one sender in the workers' process (nonces: ledger.chain.transactions).
+        self.registrar = Registrar(
+            context.operator, context.sessions, batch_window=settings.relayer_batch_window_ms / 1000
         )
         addresses, abi = indexed_sources(
             {name: contract.address for name, contract in context.deployment.contracts.items()},
@@ -91,6 +96,7 @@ class LedgerService:
             self._thread("relayer", lambda: self.relayer.run(self._stop)),
             self._thread("indexer", self._index),
             self._thread("settlement", lambda: self.settlement_jobs.run(self._stop)),
+            self._thread("registrar", lambda: self.registrar.run(self._stop)),
         ]
 
     def _index(self) -> None:
@@ -115,7 +121,8 @@ class LedgerService:
 
     @property
     def workers(self) -> dict[str, bool]:
-        """Whether each worker thread (relayer, indexer, settlement) is alive, by name; empty before start()."""
+        """Whether each worker thread (relayer, indexer, registrar, settlement) is alive, by name;
+        empty before start()."""
         if self._elsewhere is not None:
             return self._elsewhere.alive
         names = {t: t.name.removeprefix("gridledger-") for t in self._threads}

@@ -39,7 +39,7 @@ from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
 
-WORKER_NAMES = ("relayer", "indexer", "settlement")
+WORKER_NAMES = ("relayer", "indexer", "registrar", "settlement")
 # How often the child reports while nothing changes, and how long the parent waits for it to start.
 REPORT_INTERVAL = 1.0
 START_TIMEOUT = 120.0

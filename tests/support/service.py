@@ -146,15 +146,25 @@ class RunningService:
         return httpx.Client(base_url=self.public.base_url, timeout=60, headers={"Authorization": f"Bearer {token}"})
 
     def register(self, kind: str = "prosumer") -> LocalAccount:
-        """A new participant, registered through the operator endpoint."""
+        """A new participant, registered through the operator endpoint (and mined: its
+        registration's status is `registered`)."""
         account: LocalAccount = Account.create()
         answer = self.client.post(
             "/participants",
             json={"address": account.address, "kind": kind, "identifier": f"GLN-{account.address[2:10]}"},
             headers=self.operator,
         )
-        assert answer.status_code == 201, answer.text
+        assert answer.status_code == 202, answer.text
+        self.wait_registered(answer.json()["links"]["self"])
         return account
+
+    def wait_registered(self, path: str) -> dict[str, Any]:
+        def registered() -> dict[str, Any] | None:
+            answer = self.client.get(path).json()
+            assert answer["status"] != "rejected", answer
+            return answer if answer["status"] == "registered" else None
+
+        return wait_for(registered, f"{path} to be registered")
 
     def trade(self, seller: LocalAccount, buyer: LocalAccount, **terms: Any) -> Trade:
         return self.market.trade(seller, buyer, **terms)

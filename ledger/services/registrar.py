@@ -1,0 +1,217 @@
+"""The registrar: takes queued participant registrations and registers them in batches from the
+operator key, one `registerParticipants` transaction per batch, settling every registration as
+registered or rejected (with the contract's reason).
+
+Crash-safe like the relayer (`ledger.services.relayer`): a batch's transaction is signed, its hash
+committed to the queue (status pending), and only then broadcast. After a restart, pending
+registrations are resolved from their transaction's receipt, or queued again when the node never
+saw it. The contract rejects an account registered already, so a batch sent twice registers
+nobody twice; the registrar then finds the account registered and marks it so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger import errors
+from ledger.chain.trade_ledger import Registration, RegistrationOutcome, TradeLedgerContract
+from ledger.chain.transactions import Receipt, SignedTransaction
+from ledger.domain.trade import ParticipantStatus
+from ledger.store import registrations
+from ledger.store.registration_models import ParticipantRegistration
+
+log = logging.getLogger(__name__)
+
+# A batch whose transaction failed as a whole this often is rejected rather than retried forever.
+MAX_ATTEMPTS = 5
+# 500 registrations take ~25M gas: a batch stays within a 30M-gas block.
+DEFAULT_BATCH_SIZE = 250
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    sent: int = 0
+    registered: int = 0
+    rejected: int = 0
+    requeued: int = 0
+    waiting: int = 0  # pending registrations whose transaction the node holds but has not mined yet
+
+
+@dataclass(frozen=True)
+class _Batch:
+    tx_hash: str
+    rows: list[ParticipantRegistration]
+    tx: SignedTransaction | None = None  # None for a batch recovered after a restart
+
+
+class Registrar:
+    def __init__(
+        self,
+        operator: TradeLedgerContract,
+        sessions: sessionmaker[Session],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_window: float = 0.2,
+        max_in_flight: int = 4,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        self._operator = operator
+        self._sessions = sessions
+        self._batch_size = batch_size
+        self._batch_window = batch_window
+        self._max_in_flight = max_in_flight
+        self._receipt_timeout = receipt_timeout
+
+    def run(self, stop: threading.Event) -> None:
+        """Registers until `stop` is set; a failing round is logged and retried, never fatal."""
+        unresolved = True
+        while not stop.is_set():
+            try:
+                if unresolved:
+                    unresolved = self.recover().waiting > 0
+                result = self.register_round()
+            except errors.LedgerError as exc:
+                log.warning("registrar round failed (%s): %s; retrying", exc.code, exc)
+                unresolved = True
+                stop.wait(1.0)
+                continue
+            if result.sent == 0:
+                stop.wait(self._batch_window)
+
+    def recover(self) -> RoundResult:
+        """Resolves registrations left pending by a previous process (or a failed round)."""
+        with self._sessions() as session:
+            pending = registrations.list_pending(session)
+        by_tx: dict[str, list[ParticipantRegistration]] = defaultdict(list)
+        for row in pending:
+            by_tx[row.transaction_hash or ""].append(row)
+        rpc = self._operator.sender.rpc
+        result = RoundResult()
+        for tx_hash, rows in by_tx.items():
+            receipt = rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
+            if receipt is None:
+                if tx_hash and rpc.call("eth_getTransactionByHash", tx_hash) is not None:
+                    result = _add(result, RoundResult(waiting=len(rows)))  # in the mempool: look again
+                    continue
+                with self._sessions.begin() as session:
+                    registrations.requeue(session, [r.id for r in rows])
+                result = _add(result, RoundResult(requeued=len(rows)))
+                continue
+            outcome = self._operator.registration_outcome(Receipt.from_rpc(receipt))
+            result = _add(result, self._settle(_Batch(tx_hash, rows), outcome))
+        if pending:
+            log.info(
+                "recovered %d pending registrations: %d registered, %d rejected, %d requeued, %d waiting",
+                len(pending),
+                result.registered,
+                result.rejected,
+                result.requeued,
+                result.waiting,
+            )
+        return result
+
+    def register_round(self) -> RoundResult:
+        """Claims up to `max_in_flight` batches, sends them in one JSON-RPC batch, waits for their
+        receipts and settles every registration."""
+        batches = self._prepare()
+        if not batches:
+            return RoundResult()
+        sender = self._operator.sender
+        refused = sender.broadcast([b.tx for b in batches if b.tx is not None])
+        result = RoundResult(sent=sum(len(b.rows) for b in batches))
+        for batch in batches:
+            if batch.tx_hash in refused:
+                log.warning("node refused registration batch %s: %s", batch.tx_hash, refused[batch.tx_hash])
+                with self._sessions.begin() as session:
+                    registrations.requeue(session, [r.id for r in batch.rows])
+                result = _add(result, RoundResult(requeued=len(batch.rows)))
+        in_flight = [b for b in batches if b.tx_hash not in refused]
+        receipts = sender.wait([b.tx_hash for b in in_flight], timeout=self._receipt_timeout)
+        for batch in in_flight:
+            result = _add(result, self._settle(batch, self._operator.registration_outcome(receipts[batch.tx_hash])))
+        log.info(
+            "registered %d participants (%d rejected) in %d transactions",
+            result.registered,
+            result.rejected,
+            len(in_flight),
+        )
+        return result
+
+    def _prepare(self) -> list[_Batch]:
+        """Claims registrations, signs one transaction per batch and marks them pending with its
+        hash, all in one database transaction, before anything is broadcast."""
+        with self._sessions.begin() as session:
+            claimed = registrations.claim_accepted(session, self._batch_size * self._max_in_flight)
+            batches = []
+            try:
+                for start in range(0, len(claimed), self._batch_size):
+                    rows = claimed[start : start + self._batch_size]
+                    tx = self._operator.sign_register_participants(
+                        [Registration(r.address, r.kind.ordinal, bytes.fromhex(r.identifier_hash[2:])) for r in rows]
+                    )
+                    registrations.mark_pending(session, [r.id for r in rows], tx.hash)
+                    batches.append(_Batch(tx.hash, rows, tx))
+            except errors.LedgerError:
+                # Nonces of transactions signed in this round will never be sent: forget them.
+                self._operator.sender.nonces.resync()
+                raise
+            return batches
+
+    def _settle(self, batch: _Batch, outcome: RegistrationOutcome) -> RoundResult:
+        receipt = outcome.receipt
+        if receipt.status != 1:
+            return self._retry_or_reject(batch, outcome)
+        registered, rejected = [], 0
+        with self._sessions.begin() as session:
+            for row in batch.rows:
+                reason = outcome.rejected.get(row.address)
+                if row.address in outcome.registered:
+                    registered.append(row.id)
+                elif isinstance(reason, errors.ParticipantAlreadyRegistered) and self._registered_as_asked(row):
+                    # A batch sent again after a crash: the first transaction registered it.
+                    registered.append(row.id)
+                else:
+                    reason = reason or errors.ContractReverted("the batch neither registered nor rejected it")
+                    registrations.mark_rejected(
+                        session, [row.id], reason.code, str(reason), receipt.transaction_hash, receipt.block_number
+                    )
+                    rejected += 1
+            registrations.mark_registered(session, registered, receipt.transaction_hash, receipt.block_number)
+        return RoundResult(registered=len(registered), rejected=rejected)
+
+    def _registered_as_asked(self, row: ParticipantRegistration) -> bool:
+        """Whether the chain holds `row`'s account with its kind and identifier (a resend's duplicate)."""
+        on_chain = self._operator.participant(row.address)
+        return (
+            on_chain.status is not ParticipantStatus.NONE
+            and on_chain.kind is row.kind
+            and on_chain.identifier_hash == row.identifier_hash
+        )
+
+    def _retry_or_reject(self, batch: _Batch, outcome: RegistrationOutcome) -> RoundResult:
+        """A batch transaction that reverted as a whole (role revoked, out of gas) is sent again
+        later; after MAX_ATTEMPTS its registrations are rejected with the revert reason."""
+        reason: errors.LedgerError = errors.ContractReverted("batch transaction reverted", tx=batch.tx_hash)
+        if batch.tx is not None:
+            reason = self._operator.sender.revert_reason(batch.tx, outcome.receipt, self._operator.errors.decode)
+        exhausted = [r.id for r in batch.rows if r.attempts + 1 >= MAX_ATTEMPTS]
+        with self._sessions.begin() as session:
+            registrations.mark_rejected(session, exhausted, reason.code, str(reason), batch.tx_hash)
+            registrations.requeue(session, [r.id for r in batch.rows if r.id not in exhausted])
+        log.warning("registration batch %s reverted (%s): %s", batch.tx_hash, reason.code, reason)
+        return RoundResult(rejected=len(exhausted), requeued=len(batch.rows) - len(exhausted))
+
+
+def _add(a: RoundResult, b: RoundResult) -> RoundResult:
+    return RoundResult(
+        a.sent + b.sent,
+        a.registered + b.registered,
+        a.rejected + b.rejected,
+        a.requeued + b.requeued,
+        a.waiting + b.waiting,
+    )
