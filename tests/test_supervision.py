@@ -41,7 +41,9 @@ def register(served: ServedProcess) -> LocalAccount:
     account: LocalAccount = Account.create()
     body = {"address": account.address, "kind": "prosumer", "identifier": f"GLN-{account.address[2:10]}"}
     answer = served.client.post("/participants", json=body)
-    assert answer.status_code == 201, answer.text
+    assert answer.status_code == 202, answer.text
+    registration = answer.json()["links"]["self"]
+    wait_for(lambda: served.client.get(registration).json()["status"] == "registered", f"{registration} registered")
     return account
 
 
