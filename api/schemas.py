@@ -467,10 +467,19 @@ class TypedDataOut(ResponseModel):
 
 class WorkerOut(ResponseModel):
     alive: bool
+    stalled: bool | None = Field(
+        default=None,
+        description="the relayer: trades have waited longer than the stall limit with none settled; null for others",
+    )
+    waiting_since: Timestamp | None = Field(
+        default=None, description="the relayer: since when trades wait with none settled; null while none waits"
+    )
 
 
 class HealthOut(ResponseModel):
-    status: Literal["ok", "unhealthy"]
+    status: Literal["ok", "degraded", "unhealthy"] = Field(
+        description="`degraded`: every worker alive, but the relayer stalled; 503 unless `ok`"
+    )
     chain_id: int
     head: int | None = Field(description="latest block; null when the node cannot be reached")
     index_checkpoint: int | None = Field(description="last block indexed; null before the first")

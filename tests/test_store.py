@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.auth.scopes import PrincipalKind
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ConflictError, NotFoundError, ValidationError
-from ledger.store import access_models, chain_models, metering_models, outbox, queries, settlement_models
+from ledger.store import (
+    access_models,
+    chain_models,
+    metering_models,
+    outbox,
+    queries,
+    sender_models,
+    settlement_models,
+)
 from ledger.store.db import current_revision, make_engine, make_session_factory, migrate
 from ledger.store.models import (
     Base,
@@ -54,7 +62,7 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0012"
 
 
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
@@ -85,6 +93,8 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
     assert {model.__tablename__ for model in access} <= set(Base.metadata.tables)
     chain = (chain_models.ChainBatch, chain_models.ChainRun, chain_models.ChainDispute)
     assert {model.__tablename__ for model in chain} <= set(Base.metadata.tables)
+    senders = (sender_models.SenderNonce, sender_models.WorkerProgress)
+    assert {model.__tablename__ for model in senders} <= set(Base.metadata.tables)
     assert schema_differences(store_engine, Base.metadata) == []
     # compare_metadata ignores CHECK constraints: compare them by name.
     inspector = inspect(store_engine)

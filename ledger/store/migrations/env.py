@@ -14,6 +14,7 @@ from ledger.store import (  # noqa: F401  (their tables join Base.metadata)
     access_models,
     chain_models,
     metering_models,
+    sender_models,
     settlement_models,
 )
 from ledger.store.models import Base
