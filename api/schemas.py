@@ -467,12 +467,12 @@ class TypedDataOut(ResponseModel):
 
 class WorkerOut(ResponseModel):
     alive: bool
-    stalled: bool | None = Field(
-        default=None,
-        description="the relayer: trades have waited longer than the stall limit with none settled; null for others",
-    )
+
+
+class RelayerOut(WorkerOut):
+    stalled: bool = Field(description="trades have waited longer than GRIDLEDGER_RELAYER_STALL_SECONDS, none settled")
     waiting_since: Timestamp | None = Field(
-        default=None, description="the relayer: since when trades wait with none settled; null while none waits"
+        description="since when trades wait with none settled; null while none waits"
     )
 
 
@@ -484,5 +484,5 @@ class HealthOut(ResponseModel):
     head: int | None = Field(description="latest block; null when the node cannot be reached")
     index_checkpoint: int | None = Field(description="last block indexed; null before the first")
     index_lag: int | None = Field(description="head - indexCheckpoint")
-    workers: dict[str, WorkerOut]
+    workers: dict[str, RelayerOut | WorkerOut] = Field(description="by name: `relayer` and `indexer`")
     error: dict[str, str] | None = Field(description="why a worker stopped")

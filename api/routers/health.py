@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import ReadsDep, ServiceDep, chain_head
-from api.schemas import HealthOut, WorkerOut
+from api.schemas import HealthOut, RelayerOut, WorkerOut
 from ledger.errors import LedgerError
 from ledger.store import queries, senders
 from ledger.store.models import utc_now
@@ -50,7 +50,7 @@ async def get_health(service: ServiceDep, reads: ReadsDep) -> JSONResponse:
         index_checkpoint=indexed,
         index_lag=None if head is None or indexed is None else head - indexed,
         workers={
-            name: WorkerOut(alive=alive, stalled=stalled, waiting_since=waiting_since)
+            name: RelayerOut(alive=alive, stalled=stalled, waiting_since=waiting_since)
             if name == "relayer"
             else WorkerOut(alive=alive)
             for name, alive in workers.items()
