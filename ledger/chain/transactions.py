@@ -113,7 +113,7 @@ class NonceManager:
         """Nonces taken in this thread meanwhile come from `session`'s transaction: they are
         committed with the caller's records of the signed transactions, or given back with them
         on a rollback. (On SQLite a second write transaction from this thread would wait for the
-        caller's forever.)"""
+        caller's lock until its busy timeout.)"""
         self._bound.session = session
         try:
             yield
