@@ -1,7 +1,7 @@
 """The node stopped and started again under the running service (real processes: anvil keeping
 its chain in a state file, `python -m scripts.serve` with its workers' process): every accepted
 trade is recorded once the node is back, none twice, and a stop of the service during the
-outage ends it in time. Also: /health reports a relayer that makes no progress while trades wait.
+outage, or while its batch waits for a block, ends it in time. Also: /health reports a relayer that makes no progress while trades wait.
 """
 
 from __future__ import annotations
@@ -253,3 +253,30 @@ def test_health_reports_a_relayer_that_makes_no_progress_while_trades_wait(
         market.rpc.close()
     finally:
         context.close()
+
+
+def test_a_stop_of_the_service_while_its_batch_waits_for_a_block_ends_it_in_time(tmp_path: Path) -> None:
+    """The relayer waits for receipts of a batch that no block takes (before: up to 120 s, and the
+    stop waited for it)."""
+    node = LocalNode("anvil", chain_id=CHAIN_ID, block_time=1)
+    with node:
+        settings = settings_for(node.rpc_url, f"sqlite:///{tmp_path / 'gridledger.db'}", tmp_path)
+        deployment = deploy(settings, node.rpc_url)
+        with service_process(settings, tmp_path) as (process, client):
+            market = market_for(node.rpc_url, deployment, compile_contracts()["TradeLedger"].abi)
+            parties = (register(client), register(client))
+            trades = bodies(market, parties, 5)
+            market.rpc.call("evm_setIntervalMining", 0)
+            market.rpc.call("evm_setAutomine", False)  # no more blocks
+            accepted = submit(client, trades)
+
+            def waiting() -> bool:
+                return SubmissionStatus.PENDING in statuses(settings.database_url, accepted).values()
+
+            wait_for(waiting, "the batch sent and waiting for its block")
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            process.wait(STOPPED_WITHIN_SECONDS + 30)
+
+            assert time.monotonic() - started < STOPPED_WITHIN_SECONDS
+            market.rpc.close()
