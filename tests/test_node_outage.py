@@ -1,7 +1,8 @@
 """The node stopped and started again under the running service (real processes: anvil keeping
 its chain in a state file, `python -m scripts.serve` with its workers' process): every accepted
 trade is recorded once the node is back, none twice, and a stop of the service during the
-outage, or while its batch waits for a block, ends it in time. Also: /health reports a relayer that makes no progress while trades wait.
+outage, or while its batch waits for a block, ends it in time. Also: /health reports a relayer
+that makes no progress while trades wait.
 """
 
 from __future__ import annotations
