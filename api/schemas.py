@@ -611,11 +611,20 @@ class WorkerOut(ResponseModel):
     restarts: int = Field(description="how often the worker's process was restarted since the service started")
 
 
+class RelayerOut(WorkerOut):
+    stalled: bool = Field(description="trades have waited longer than GRIDLEDGER_RELAYER_STALL_SECONDS, none settled")
+    waiting_since: Timestamp | None = Field(
+        description="since when trades wait with none settled; null while none waits"
+    )
+
+
 class HealthOut(ResponseModel):
-    status: Literal["ok", "unhealthy"]
+    status: Literal["ok", "degraded", "unhealthy"] = Field(
+        description="`degraded`: every worker alive, but the relayer stalled; 503 unless `ok`"
+    )
     chain_id: int
     head: int | None = Field(description="latest block; null when the node cannot be reached")
     index_checkpoint: int | None = Field(description="last block indexed; null before the first")
     index_lag: int | None = Field(description="head - indexCheckpoint")
-    workers: dict[str, WorkerOut]
+    workers: dict[str, RelayerOut | WorkerOut] = Field(description="by name: `relayer` and `indexer`")
     error: dict[str, str] | None = Field(description="why a worker stopped")

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     relayer_batch_size: int = Field(default=200, ge=1, le=1000)
     relayer_batch_window_ms: int = Field(default=200, ge=0)
     relayer_max_in_flight: int = Field(default=4, ge=1)
+    # GET /health answers `degraded` (503) when trades have waited this long with no progress.
+    relayer_stall_seconds: int = Field(default=60, ge=1)
 
     # Settlement parameters (SETTLEMENT.md "Inputs of a run"); both enter every run's inputs hash,
     # so changing one makes the next run of a period a new version. uint32 on chain.

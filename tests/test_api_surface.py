@@ -131,7 +131,12 @@ def test_health_reports_head_index_and_workers(api: RunningService) -> None:
     report = health.json()
     assert report["status"] == "ok" and report["chainId"] == 31337
     running = {"alive": True, "state": "running", "restarts": 0}
-    assert report["workers"] == {"relayer": running, "indexer": running, "registrar": running, "settlement": running}
+    assert report["workers"] == {
+        "relayer": {**running, "stalled": False, "waitingSince": None},
+        "indexer": running,
+        "registrar": running,
+        "settlement": running,
+    }
     assert report["head"] >= report["indexCheckpoint"] >= 0 and report["error"] is None
 
 
@@ -154,7 +159,7 @@ def test_health_is_503_when_a_worker_died(tmp_path: Path) -> None:
         report = wait_for(unhealthy, "health to turn 503")
         assert report["status"] == "unhealthy"
         assert report["workers"] == {
-            "relayer": {"alive": True, "state": "running", "restarts": 0},
+            "relayer": {"alive": True, "state": "running", "restarts": 0, "stalled": False, "waitingSince": None},
             "indexer": {"alive": False, "state": "stopped", "restarts": 0},
             "registrar": {"alive": True, "state": "running", "restarts": 0},
             "settlement": {"alive": True, "state": "running", "restarts": 0},

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC
+from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC, TradeLedgerContract
+from ledger.chain.transactions import TransactionSender
 from ledger.domain.trade import SignedCancellation, SignedTrade, TradeStatus
 from ledger.services.relayer import MAX_ATTEMPTS, Relayer
 from ledger.signing.eip712 import cancel_trade_digest
@@ -322,3 +324,91 @@ def test_cancellations_pending_at_a_crash_are_resolved_or_resent_after_restart(
     rows = cancellation_rows(sessions, mined + never_sent)
     assert [r.status for r in rows] == [SubmissionStatus.RECORDED] * 4
     assert {r.transaction_hash for r in rows[:2]} == {batches[0].tx_hash}
+
+
+# --- a node that loses its mempool (a restart), and a stop while waiting -------------------------
+
+
+def wait_until(probe: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not probe():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_batch_the_node_lost_is_requeued_and_sent_again_at_the_chains_nonce(
+    anvil_market: Market, store_session_factory: sessionmaker[Session], traders: tuple
+) -> None:
+    market, sessions = anvil_market, store_session_factory
+    trades = [market.signed(*traders) for _ in range(2)]
+    ids = accept(sessions, market, trades)
+    relayer = make_relayer(market, sessions, receipt_timeout=10)
+    market.rpc.call("evm_setAutomine", False)
+    try:
+        batches = relayer._prepare()
+        assert relayer._ledger.sender.broadcast([b.tx for b in batches if b.tx is not None]) == {}
+        market.rpc.call("anvil_dropAllTransactions")  # the node restarted: its mempool is gone
+    finally:
+        market.rpc.call("evm_setAutomine", True)
+
+    assert relayer.recover().requeued == 2
+    relayer.relay_round()  # before: sent at the nonce after the lost one, and never mined
+
+    assert statuses(sessions, ids) == [SubmissionStatus.RECORDED] * 2
+    assert all(len(recorded_logs(market, market.trade_id(t.trade))) == 1 for t in trades)
+
+
+def test_the_running_relayer_sends_again_what_the_node_lost_while_it_waited(
+    anvil_market: Market, store_session_factory: sessionmaker[Session], traders: tuple
+) -> None:
+    market, sessions = anvil_market, store_session_factory
+    recorder = market.senders["recorder"]
+    # Nonces from the database, as in the service.
+    sender = TransactionSender(market.rpc, recorder.account, market.chain_id, sessions=sessions)
+    relayer = Relayer(
+        TradeLedgerContract(sender, market.address, market.abi),
+        sessions,
+        start_block=market.deployment.start_block,
+        batch_window=0,
+    )
+    trades = [market.signed(*traders) for _ in range(3)]
+    stop = threading.Event()
+    running = threading.Thread(target=relayer.run, args=(stop,))
+    market.rpc.call("evm_setAutomine", False)
+    try:
+        running.start()
+        ids = accept(sessions, market, trades)
+        assert wait_until(lambda: statuses(sessions, ids) == [SubmissionStatus.PENDING] * 3, 10)
+        market.rpc.call("anvil_dropAllTransactions")
+        market.rpc.call("evm_setAutomine", True)
+        assert wait_until(lambda: statuses(sessions, ids) == [SubmissionStatus.RECORDED] * 3, 20)
+    finally:
+        market.rpc.call("evm_setAutomine", True)
+        stop.set()
+        running.join(timeout=10)
+    assert all(len(recorded_logs(market, market.trade_id(t.trade))) == 1 for t in trades)
+
+
+def test_a_stop_ends_the_relayer_while_it_waits_for_receipts(
+    anvil_market: Market, store_session_factory: sessionmaker[Session], traders: tuple
+) -> None:
+    market, sessions = anvil_market, store_session_factory
+    relayer = make_relayer(market, sessions)
+    stop = threading.Event()
+    running = threading.Thread(target=relayer.run, args=(stop,))
+    market.rpc.call("evm_setAutomine", False)
+    try:
+        running.start()
+        ids = accept(sessions, market, [market.signed(*traders)])
+        assert wait_until(lambda: statuses(sessions, ids) == [SubmissionStatus.PENDING], 10)
+        stop.set()
+        running.join(timeout=5)
+        assert not running.is_alive()
+    finally:
+        market.rpc.call("evm_setAutomine", True)
+        stop.set()
+        running.join(timeout=10)
+    market.rpc.call("evm_mine")
+    assert make_relayer(market, sessions).recover().recorded == 1  # the next start settles it

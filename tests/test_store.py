@@ -33,6 +33,7 @@ from ledger.store import (
     outbox,
     queries,
     registration_models,
+    sender_models,
     settlement_models,
 )
 from ledger.store.db import _alembic_config, current_revision, make_engine, make_session_factory, migrate
@@ -67,7 +68,7 @@ def tx_hash(n: int) -> str:
 # --- migrations ----------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 
 def schema_differences(engine: Engine, metadata: Any) -> list[Any]:
@@ -102,6 +103,8 @@ def test_migrated_database_matches_the_models(store_engine: Engine) -> None:
     chain = (chain_models.ChainBatch, chain_models.ChainRun, chain_models.ChainDispute)
     assert {model.__tablename__ for model in chain} <= set(Base.metadata.tables)
     assert registration_models.ParticipantRegistration.__tablename__ in Base.metadata.tables
+    senders = (sender_models.SenderNonce, sender_models.WorkerProgress)
+    assert {model.__tablename__ for model in senders} <= set(Base.metadata.tables)
     assert schema_differences(store_engine, Base.metadata) == []
     # compare_metadata ignores CHECK constraints: compare them by name.
     inspector = inspect(store_engine)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import ReadsDep, ServiceDep, chain_head
-from api.schemas import HealthOut, WorkerOut
+from api.schemas import HealthOut, RelayerOut, WorkerOut
 from ledger.errors import LedgerError
-from ledger.store import queries
+from ledger.store import queries, senders
+from ledger.store.models import utc_now
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -20,13 +23,18 @@ router = APIRouter(prefix="/health", tags=["health"])
     responses={
         503: {
             "model": HealthOut,
-            "description": "a worker stopped or is being restarted, or the node cannot be reached",
+            "description": "a worker stopped or is being restarted, the node cannot be reached,"
+            " or the relayer stalled (`degraded`)",
         }
     },
 )
 async def get_health(service: ServiceDep, reads: ReadsDep) -> JSONResponse:
-    head, checkpoint = await reads(
-        lambda session: (chain_head(service), queries.indexer_checkpoint(session, service.indexer.name))
+    head, checkpoint, waiting_since = await reads(
+        lambda session: (
+            chain_head(service),
+            queries.indexer_checkpoint(session, service.indexer.name),
+            senders.relayer_waiting_since(session),
+        )
     )
     indexed = None if checkpoint is None else checkpoint.block_number
     if head is not None and indexed is not None:
@@ -34,14 +42,24 @@ async def get_health(service: ServiceDep, reads: ReadsDep) -> JSONResponse:
     workers = service.worker_statuses
     failure = service.failure
     healthy = head is not None and failure is None and bool(workers) and all(w.alive for w in workers.values())
+    stall_limit = timedelta(seconds=service.context.settings.relayer_stall_seconds)
+    stalled = waiting_since is not None and utc_now() - waiting_since > stall_limit
     report = HealthOut(
-        status="ok" if healthy else "unhealthy",
+        status=("degraded" if stalled else "ok") if healthy else "unhealthy",
         chain_id=service.context.deployment.chain_id,
         head=head,
         index_checkpoint=indexed,
         index_lag=None if head is None or indexed is None else head - indexed,
         workers={
-            name: WorkerOut(alive=worker.alive, state=worker.state, restarts=worker.restarts)
+            name: RelayerOut(
+                alive=worker.alive,
+                state=worker.state,
+                restarts=worker.restarts,
+                stalled=stalled,
+                waiting_since=waiting_since,
+            )
+            if name == "relayer"
+            else WorkerOut(alive=worker.alive, state=worker.state, restarts=worker.restarts)
             for name, worker in workers.items()
         },
         error=None
@@ -51,4 +69,6 @@ async def get_health(service: ServiceDep, reads: ReadsDep) -> JSONResponse:
             "detail": str(failure),
         },
     )
-    return JSONResponse(report.model_dump(mode="json", by_alias=True), status_code=200 if healthy else 503)
+    return JSONResponse(
+        report.model_dump(mode="json", by_alias=True), status_code=200 if report.status == "ok" else 503
+    )

@@ -61,6 +61,10 @@ class LocalNode:
     `with LocalNode(...) as node:` starts it and waits until it answers; `stop()` ends the whole
     process group and reaps it. Without `log_path` the output goes to a temporary file that is
     deleted on stop (its tail is in any ChainError raised while waiting).
+
+    With `state_path` (anvil only) the chain outlives the process: anvil loads the file when it
+    starts and writes its chain (blocks, receipts, accounts; not its mempool) there when stopped,
+    so `stop()` then `start()` is a restart of the same chain on the same port.
     """
 
     def __init__(
@@ -72,9 +76,12 @@ class LocalNode:
         block_time: float | None = None,
         host: str = "127.0.0.1",
         log_path: Path | None = None,
+        state_path: Path | None = None,
     ) -> None:
         if kind not in ("hardhat", "anvil"):
             raise ValueError(f"unknown node kind {kind!r}")
+        if state_path is not None and kind != "anvil":
+            raise ValueError("only anvil keeps its chain in a state file")
         if block_time is not None and block_time <= 0:
             raise ValueError(f"block_time must be positive, got {block_time}")
         self.kind = kind
@@ -82,6 +89,7 @@ class LocalNode:
         self.host = host
         self.port = port or _free_port(host)
         self.block_time = block_time
+        self.state_path = state_path
         self._log_path = log_path
         self._owns_log = log_path is None
         self._process: subprocess.Popen[bytes] | None = None
@@ -171,6 +179,8 @@ class LocalNode:
         command += ["--chain-id", str(self.chain_id), "--gas-limit", str(LOCAL_BLOCK_GAS_LIMIT)]
         if self.block_time is not None:
             command += ["--block-time", f"{self.block_time:g}"]
+        if self.state_path is not None:
+            command += ["--state", str(self.state_path)]
         return command
 
     def _env(self) -> dict[str, str]:

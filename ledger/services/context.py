@@ -61,24 +61,26 @@ class LedgerContext:
                 f"settings say chain {settings.chain_id}, the deployment is on chain {deployment.chain_id}"
             )
         abi = artifacts["TradeLedger"].abi
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        sessions = make_session_factory(engine)
         senders: dict[str, TransactionSender] = {}
 
         def contract(cls: type[C], name: str, role: str) -> C:
-            # One sender (and nonce manager) per key, shared by every contract it calls.
+            # One sender per key in this process, shared by every contract it calls; its nonces
+            # come from the database, shared with every other process using the key.
             if role not in senders:
                 key = getattr(settings, f"{role}_key").get_secret_value()
-                senders[role] = TransactionSender(rpc, Account.from_key(key), settings.chain_id)
+                senders[role] = TransactionSender(rpc, Account.from_key(key), settings.chain_id, sessions=sessions)
             return cls(senders[role], deployment.contracts[name].address, artifacts[name].abi)
 
-        engine = make_engine(settings.database_url)
-        migrate(engine)
         return cls(
             settings=settings,
             rpc=rpc,
             deployment=deployment,
             abi=abi,
             engine=engine,
-            sessions=make_session_factory(engine),
+            sessions=sessions,
             read_sessions=make_session_factory(engine, read_only=True),
             clock=ChainClock(rpc),
             recorder=contract(TradeLedgerContract, "TradeLedger", "recorder"),

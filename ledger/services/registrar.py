@@ -66,9 +66,11 @@ class Registrar:
         self._batch_window = batch_window
         self._max_in_flight = max_in_flight
         self._receipt_timeout = receipt_timeout
+        self._stop = threading.Event()  # `run`'s: a stop interrupts a wait for receipts
 
     def run(self, stop: threading.Event) -> None:
         """Registers until `stop` is set; a failing round is logged and retried, never fatal."""
+        self._stop = stop
         unresolved = True
         while not stop.is_set():
             try:
@@ -76,6 +78,8 @@ class Registrar:
                     unresolved = self.recover().waiting > 0
                 result = self.register_round()
             except errors.LedgerError as exc:
+                if stop.is_set():
+                    break  # what was sent is resolved by the next start's `recover`
                 log.warning("registrar round failed (%s): %s; retrying", exc.code, exc)
                 unresolved = True
                 stop.wait(1.0)
@@ -92,6 +96,7 @@ class Registrar:
             by_tx[row.transaction_hash or ""].append(row)
         rpc = self._operator.sender.rpc
         result = RoundResult()
+        lost = False
         for tx_hash, rows in by_tx.items():
             receipt = rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
             if receipt is None:
@@ -101,9 +106,12 @@ class Registrar:
                 with self._sessions.begin() as session:
                     registrations.requeue(session, [r.id for r in rows])
                 result = _add(result, RoundResult(requeued=len(rows)))
+                lost = True
                 continue
             outcome = self._operator.registration_outcome(Receipt.from_rpc(receipt))
             result = _add(result, self._settle(_Batch(tx_hash, rows), outcome))
+        if lost:  # a transaction the node no longer knows left its nonce free
+            self._operator.sender.nonces.resync()
         if pending:
             log.info(
                 "recovered %d pending registrations: %d registered, %d rejected, %d requeued, %d waiting",
@@ -131,7 +139,8 @@ class Registrar:
                     registrations.requeue(session, [r.id for r in batch.rows])
                 result = _add(result, RoundResult(requeued=len(batch.rows)))
         in_flight = [b for b in batches if b.tx_hash not in refused]
-        receipts = sender.wait([b.tx_hash for b in in_flight], timeout=self._receipt_timeout)
+        # A transaction lost meanwhile (TransactionLost) fails the round: `run` recovers its batch.
+        receipts = sender.wait([b.tx_hash for b in in_flight], timeout=self._receipt_timeout, stop=self._stop)
         for batch in in_flight:
             result = _add(result, self._settle(batch, self._operator.registration_outcome(receipts[batch.tx_hash])))
         log.info(
@@ -145,21 +154,17 @@ class Registrar:
     def _prepare(self) -> list[_Batch]:
         """Claims registrations, signs one transaction per batch and marks them pending with its
         hash, all in one database transaction, before anything is broadcast."""
-        with self._sessions.begin() as session:
+        # The nonces are taken in the same transaction: a failure here gives them back.
+        with self._sessions.begin() as session, self._operator.sender.nonces.within(session):
             claimed = registrations.claim_accepted(session, self._batch_size * self._max_in_flight)
             batches = []
-            try:
-                for start in range(0, len(claimed), self._batch_size):
-                    rows = claimed[start : start + self._batch_size]
-                    tx = self._operator.sign_register_participants(
-                        [Registration(r.address, r.kind.ordinal, bytes.fromhex(r.identifier_hash[2:])) for r in rows]
-                    )
-                    registrations.mark_pending(session, [r.id for r in rows], tx.hash)
-                    batches.append(_Batch(tx.hash, rows, tx))
-            except errors.LedgerError:
-                # Nonces of transactions signed in this round will never be sent: forget them.
-                self._operator.sender.nonces.resync()
-                raise
+            for start in range(0, len(claimed), self._batch_size):
+                rows = claimed[start : start + self._batch_size]
+                tx = self._operator.sign_register_participants(
+                    [Registration(r.address, r.kind.ordinal, bytes.fromhex(r.identifier_hash[2:])) for r in rows]
+                )
+                registrations.mark_pending(session, [r.id for r in rows], tx.hash)
+                batches.append(_Batch(tx.hash, rows, tx))
             return batches
 
     def _settle(self, batch: _Batch, outcome: RegistrationOutcome) -> RoundResult:

@@ -25,7 +25,7 @@ from ledger import errors
 from ledger.chain.trade_ledger import BatchOutcome, CancelOutcome, TradeLedgerContract
 from ledger.chain.transactions import Receipt, SignedTransaction
 from ledger.domain.trade import SignedCancellation, SignedTrade, TradeStatus
-from ledger.store import outbox
+from ledger.store import outbox, senders
 from ledger.store.models import Cancellation, Submission, SubmissionStatus
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class Relayer:
         self._batch_window = batch_window
         self._max_in_flight = max_in_flight
         self._receipt_timeout = receipt_timeout
+        self._stop = threading.Event()  # `run`'s: a stop interrupts a wait for receipts
 
     def run(self, stop: threading.Event) -> None:
         """Relays until `stop` is set; a failing round is logged and retried, never fatal.
@@ -78,6 +79,7 @@ class Relayer:
         Pending submissions, a previous process's or those of a round that failed after sending,
         are resolved first, and again before every round for as long as the node still holds one
         of their transactions unmined."""
+        self._stop = stop
         unresolved = True
         while not stop.is_set():
             try:
@@ -85,6 +87,8 @@ class Relayer:
                     unresolved = self.recover().waiting > 0
                 result = self.relay_round()
             except errors.LedgerError as exc:
+                if stop.is_set():
+                    break  # what was sent is resolved by the next start's `recover`
                 log.warning("relayer round failed (%s): %s; retrying", exc.code, exc)
                 unresolved = True
                 stop.wait(1.0)
@@ -93,13 +97,16 @@ class Relayer:
                 stop.wait(self._batch_window)
 
     def recover(self) -> RoundResult:
-        """Resolves submissions left pending by a previous process."""
+        """Resolves submissions left pending by a previous process or a failed round. Those whose
+        transaction the node no longer knows (never sent, or lost with a restart of the node) are
+        accepted again, and the recorder's nonce is re-read: the lost nonces are free again."""
         with self._sessions() as session:
             pending = outbox.list_pending(session)
             by_tx: dict[str, list[Submission]] = defaultdict(list)
             for submission in pending:
                 by_tx[submission.transaction_hash or ""].append(submission)
         recorded = rejected = requeued = waiting = 0
+        lost = False
         for tx_hash, submissions in by_tx.items():
             receipt = self._ledger.sender.rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
             if receipt is None:
@@ -110,12 +117,15 @@ class Relayer:
                 with self._sessions.begin() as session:
                     outbox.requeue(session, [s.id for s in submissions])
                 requeued += len(submissions)
+                lost = True
                 continue
             batch = _Batch(tx_hash, [s.id for s in submissions], [s.trade_id for s in submissions])
             r, j, q = self._settle(batch, self._ledger.batch_outcome(Receipt.from_rpc(receipt)))
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
         r, j, q, w = self._recover_cancellations()
         recorded, rejected, requeued, waiting = recorded + r, rejected + j, requeued + q, waiting + w
+        if lost or q:  # a transaction the node no longer knows left its nonce free
+            self._ledger.sender.nonces.resync()
         if pending:
             # Logged at info once something was resolved: `run` asks every round while one waits.
             log.log(
@@ -144,7 +154,10 @@ class Relayer:
                 with self._sessions.begin() as session:
                     (outbox.requeue_cancellations if batch.cancels else outbox.requeue)(session, batch.submission_ids)
                 requeued += len(batch.submission_ids)
-        receipts = self._ledger.sender.wait([b.tx_hash for b in in_flight], timeout=self._receipt_timeout)
+        # A transaction lost meanwhile (TransactionLost) fails the round: `run` recovers its batch.
+        receipts = self._ledger.sender.wait(
+            [b.tx_hash for b in in_flight], timeout=self._receipt_timeout, stop=self._stop
+        )
         recorded = rejected = 0
         for batch in in_flight:
             r, j, q = self._settle_any(batch, receipts[batch.tx_hash])
@@ -154,21 +167,17 @@ class Relayer:
     def _prepare(self) -> list[_Batch]:
         """Claims submissions, signs one transaction per batch and marks them pending with its
         hash, all in one database transaction, before anything is broadcast."""
-        with self._sessions.begin() as session:
+        # The nonces are taken in the same transaction: a failure here gives them back.
+        with self._sessions.begin() as session, self._ledger.sender.nonces.within(session):
             claimed = outbox.claim_accepted(session, self._batch_size * self._max_in_flight)
             batches: list[_Batch] = []
-            try:
-                for start in range(0, len(claimed), self._batch_size):
-                    chunk = claimed[start : start + self._batch_size]
-                    signed = [SignedTrade.from_json(s.payload) for s in chunk]
-                    tx = self._ledger.sign_record_trades(signed)
-                    outbox.mark_pending(session, [s.id for s in chunk], tx.hash)
-                    batches.append(_Batch(tx.hash, [s.id for s in chunk], [s.trade_id for s in chunk], tx))
-                batches += self._prepare_cancellations(session)
-            except errors.LedgerError:
-                # Nonces of transactions signed in this round will never be sent: forget them.
-                self._ledger.sender.nonces.resync()
-                raise
+            for start in range(0, len(claimed), self._batch_size):
+                chunk = claimed[start : start + self._batch_size]
+                signed = [SignedTrade.from_json(s.payload) for s in chunk]
+                tx = self._ledger.sign_record_trades(signed)
+                outbox.mark_pending(session, [s.id for s in chunk], tx.hash)
+                batches.append(_Batch(tx.hash, [s.id for s in chunk], [s.trade_id for s in chunk], tx))
+            batches += self._prepare_cancellations(session)
             return batches
 
     def _prepare_cancellations(self, session: Session) -> list[_Batch]:
@@ -271,6 +280,7 @@ class Relayer:
         recorded = [t for t in batch.trade_ids if t in outcome.recorded]
         rejected = 0
         with self._sessions.begin() as session:
+            senders.record_progress(session, senders.RELAYER)  # for /health: see relayer_waiting_since
             outbox.mark_recorded(session, recorded, receipt.transaction_hash, receipt.block_number)
             for trade_id, reason in outcome.rejected.items():
                 if trade_id not in batch.trade_ids:

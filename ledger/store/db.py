@@ -22,6 +22,7 @@ from ledger.store import (  # noqa: F401  (their tables join Base.metadata)
     chain_models,
     metering_models,
     registration_models,
+    sender_models,
     settlement_models,
 )
 from ledger.store.models import Base
