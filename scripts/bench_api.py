@@ -1,4 +1,4 @@
-"""Benchmark: reading trades through the HTTP API with a large index (issue "Auditor traceability").
+"""Benchmark: reading trades through the HTTP API with a large index.
 
 Seeds the index with synthetic but realistic trades (1,000 participants, a year of delivery
 intervals, a TradeRecorded event per trade and a TradeCancelled event for 2% of them, chain
@@ -398,7 +398,7 @@ def measure(
     return results
 
 
-# Targets of the issue at 4 clients: p99 in ms.
+# The read targets at 4 connections (p99 in ms), as the README states them.
 TARGETS_P99_MS = {"by id": 25.0, "list": 100.0, "window": 100.0}
 
 
