@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from ledger.config import PROJECT_ROOT
+from scripts.bench_env import collect
 
 NUMBER = r"(\d[\d,]*(?:\.\d+)?)"
 
@@ -163,3 +164,26 @@ def test_a_benchmark_runs_at_a_small_size(bench: Bench, tmp_path: Path) -> None:
             for figure in match.groups():
                 value = float(figure.replace(",", ""))
                 assert math.isfinite(value) and value >= 0, match[0]
+
+
+def test_the_header_names_the_commit_says_when_the_tree_differs_and_quotes_the_command(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one\n")
+    git("add", "a.txt")
+    git("-c", "user.name=bench", "-c", "user.email=bench@example.org", "commit", "-q", "-m", "one")
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    (tmp_path / "untracked.txt").write_text("not part of the tree\n")
+
+    clean = collect("scripts.bench_x", ["--name", "two words"], root=tmp_path)
+    (tmp_path / "a.txt").write_text("two\n")
+    dirty = collect("scripts.bench_x", [], root=tmp_path)
+    elsewhere = collect("scripts.bench_x", [], root=tmp_path / "missing")
+
+    assert clean.lines()[2:] == [f"commit:  {commit} (clean)", "command: python -m scripts.bench_x --name 'two words'"]
+    assert dirty.lines()[2] == f"commit:  {commit} (with uncommitted changes)"
+    assert elsewhere.lines()[2] == "commit:  unknown (not a git checkout)"
+    for line, pattern in zip(clean.lines(), HEADER, strict=False):
+        assert re.search(pattern, line), line
