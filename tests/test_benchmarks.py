@@ -5,8 +5,9 @@ then fails here instead of in a reader's hands. The benchmarks run with tight ra
 environment: the service of a benchmark measures throughput and must run with its limits off.
 
 A new `scripts/bench_*.py` gets a row in BENCHES (test_every_bench_script_is_run fails until it
-has one): its small-size arguments, what it needs on PATH, and the lines its output must hold,
-each a regex whose groups are figures (numbers, commas allowed) that must be finite and >= 0.
+has one): its small-size arguments (`{tmp}` is the test's temporary directory, `{pid}` the test
+process's id), what it needs on PATH, and the lines its output must hold, each a regex whose
+groups are figures (numbers, commas allowed) that must be finite and >= 0.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class Bench:
     script: str  # scripts/<script>.py
     args: tuple[str, ...]
     expect: tuple[Expect, ...]
-    needs: tuple[str, ...] = ()  # executables on PATH, with how to install them
-    timeout: float = 120
+    needs: tuple[str, ...] = ()  # "executable: how to install it"
+    timeout: float = 300  # against a hang only: the runs take 5-90 s on a busy 2-core machine
 
 
 def _bench_api_row(database: str) -> Expect:
