@@ -9,11 +9,11 @@ one block per transaction), deploys, registers participants, pre-signs the trade
              relayer -> chain); timed until the relayer has recorded every trade
   http/1     the same with one trade per POST /trades request, from 8 client threads
 
-The service runs with its rate limits off: the bench measures throughput, not the limiter (one
-client address sending thousands of requests would be refused with 429 at the default limits).
-
 and prints trades/s and gas per trade for each, with the ratio to the baseline measured in the
 same run (the machines are shared and noisy: compare ratios, not absolute figures).
+
+The service runs with its rate limits off: the bench measures throughput, not the limiter (one
+client address sending thousands of requests would be refused with 429 at the default limits).
 
     python -m scripts.bench_record --trades 5000
 """
