@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint deps bench clean browser
+.PHONY: run test lint deps bench clean browser wrk
 
 deps: $(VENV)/.installed node_modules/.installed
 
@@ -26,8 +26,13 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "could not install chromium: tests/test_explorer.py will fail (deselect with -m 'not browser')" >&2
 
+# Debian's wrk for scripts/bench_api.py, which tests/test_benchmarks.py runs; nothing to do where it is installed.
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
+	  echo "could not install wrk: tests/test_benchmarks.py will fail (apt-get install wrk)" >&2
+
 ## The whole test suite (needs PostgreSQL at 127.0.0.1:5432, see README)
-test: deps browser
+test: deps browser wrk
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: deps

@@ -36,6 +36,7 @@ from ledger.domain.units import to_datetime
 from ledger.signing.eip712 import Domain, trade_digest
 from ledger.signing.trader import sign_cancel_trade
 from ledger.store.models import Cancellation, SubmissionStatus, Trade
+from scripts.bench_env import print_header
 from scripts.bench_record import Figure, chain, make_trades, record_batches, register, sender, service_process
 from scripts.progress import Progress, chunks
 
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--participants", type=int, default=100)
     parser.add_argument("--block-time", type=float, default=1.0)
     args = parser.parse_args(argv)
+    print_header("scripts.bench_cancellations", argv)
 
     artifacts = compile_contracts()
     artifact = artifacts["TradeLedger"]
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"anvil, interval mining {args.block_time:g} s, {args.participants} participants")
+    print("HTTP runs: the service's rate limits are off (the bench measures throughput, not the limiter)")
     print(f"{'run':40} {'cancels':>7} {'seconds':>8} {'cancels/s':>10} {'gas/cancel':>11} {'vs baseline':>12}")
     for figure in (baseline, http):
         gas = "" if figure.gas_per_trade != figure.gas_per_trade else f"{figure.gas_per_trade:,.0f}"

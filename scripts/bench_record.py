@@ -12,6 +12,9 @@ one block per transaction), deploys, registers participants, pre-signs the trade
 and prints trades/s and gas per trade for each, with the ratio to the baseline measured in the
 same run (the machines are shared and noisy: compare ratios, not absolute figures).
 
+The service runs with its rate limits off: the bench measures throughput, not the limiter (one
+client address sending thousands of requests would be refused with 429 at the default limits).
+
     python -m scripts.bench_record --trades 5000
 """
 
@@ -47,9 +50,12 @@ from ledger.domain.units import INTERVAL_SECONDS, to_datetime
 from ledger.signing.eip712 import Domain
 from ledger.signing.trader import countersigned, new_nonce
 from ledger.store.models import Submission, SubmissionStatus
+from scripts.bench_env import print_header
 from scripts.progress import Progress, chunks
 
 CHAIN_ID = 31337
+# The service's settings for a load from one client: the benches measure throughput, not the limiter.
+RATE_LIMITS_OFF = {"GRIDLEDGER_RATE_LIMIT_PER_SECOND": "0", "GRIDLEDGER_TOKEN_RATE_LIMIT_PER_SECOND": "0"}
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,7 @@ def service_process(rpc_url: str, deployment: Deployment, workdir: Path) -> Iter
         GRIDLEDGER_DATABASE_URL=database_url,
         GRIDLEDGER_RELAYER_BATCH_WINDOW_MS="50",
         GRIDLEDGER_RELAYER_MAX_IN_FLIGHT="8",
+        **RATE_LIMITS_OFF,
     )
     log = (workdir / "service.log").open("wb")
     process = subprocess.Popen(
@@ -294,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-time", type=float, default=1.0)
     parser.add_argument("--http-trades", type=int, default=3000, help="trades for each HTTP run")
     args = parser.parse_args(argv)
+    print_header("scripts.bench_record", argv)
 
     artifacts = compile_contracts()
     artifact = artifacts["TradeLedger"]
@@ -329,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"anvil, interval mining {args.block_time:g} s, {args.participants} participants")
+    print("HTTP runs: the service's rate limits are off (the bench measures throughput, not the limiter)")
     print(f"signing (2 signatures per trade, not in the figures below): {total / signing:,.0f} trades/s")
     print(f"{'run':40} {'trades':>7} {'trades/s':>10} {'gas/trade':>10} {'vs baseline':>12}")
     for figure in (baseline, ledger, http_batch, http_single):

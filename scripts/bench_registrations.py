@@ -12,8 +12,8 @@ fresh accounts three ways:
   http/1     POST /participants, one per request, from 8 client threads; timed the same way
 
 and prints participants/s for each with the ratio to the baseline measured in the same run (the
-machines are shared and noisy: compare ratios, not absolute figures), headed by the date, the
-machine and the commit measured.
+machines are shared and noisy: compare ratios, not absolute figures), after the date, the machine,
+the commit and the command (scripts/bench_env.py).
 
     python -m scripts.bench_registrations --registrations 1000
     python -m scripts.bench_registrations --small      # CI: a few of each, to prove it runs
@@ -23,31 +23,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from eth_account import Account
 from sqlalchemy import Engine, create_engine, func, select
 
-from ledger.chain.compiler import PROJECT_ROOT, compile_contracts
-from ledger.chain.deployment import Deployment, deploy_contracts
+from ledger.chain.compiler import compile_contracts
+from ledger.chain.deployment import deploy_contracts
 from ledger.chain.trade_ledger import TradeLedgerContract
 from ledger.config import LOCAL_OPERATOR_TOKEN
 from ledger.domain.trade import ParticipantKind
 from ledger.store.models import Participant
 from ledger.store.registration_models import ParticipantRegistration, RegistrationStatus
-from scripts.bench_record import CHAIN_ID, _free_port, chain, sender
+from scripts.bench_env import print_header
+from scripts.bench_record import chain, sender, service_process
 from scripts.progress import Progress, chunks
 
 BATCH_REQUEST = 1000
@@ -84,47 +81,6 @@ def register_one_per_tx(operator: TradeLedgerContract, accounts: Sequence[str]) 
         assert all(r.status == 1 for r in receipts.values())
         progress.add(len(chunk))
     return Figure("baseline: one registerParticipant per tx", len(accounts), time.monotonic() - started)
-
-
-@contextmanager
-def service_process(rpc_url: str, deployment: Deployment, workdir: Path) -> Iterator[tuple[str, str]]:
-    """`python -m scripts.serve` on the bench's chain and deployment; yields (base URL, DB URL)."""
-    deployment_file = workdir / "deployment.json"
-    deployment.save(deployment_file)
-    database_url = f"sqlite:///{workdir / 'bench.db'}"
-    port = _free_port()
-    env = dict(
-        os.environ,
-        GRIDLEDGER_RPC_URL=rpc_url,
-        GRIDLEDGER_CHAIN_ID=str(CHAIN_ID),
-        GRIDLEDGER_DEPLOYMENT_FILE=str(deployment_file),
-        GRIDLEDGER_DATABASE_URL=database_url,
-        GRIDLEDGER_RELAYER_BATCH_WINDOW_MS="50",
-        # The 8 clients of the http/1 run come from one address: no rate limit on the bench.
-        GRIDLEDGER_RATE_LIMIT_PER_SECOND="0",
-        GRIDLEDGER_TOKEN_RATE_LIMIT_PER_SECOND="0",
-    )
-    log = (workdir / "service.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scripts.serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not start: {(workdir / 'service.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield base_url, database_url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def register_over_http(base_url: str, engine: Engine, accounts: Sequence[str], per_request: int) -> Figure:
@@ -190,25 +146,6 @@ def _wait_for(engine: Engine, count: object, label: str, total: int, timeout: fl
             time.sleep(0.1)
 
 
-def machine() -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores, {memory:.1f} GiB, Python {platform.python_version()}"
-
-
-def commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registrations", type=int, default=1000, help="participants for the batch run")
@@ -220,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.small:
         args.registrations = args.baseline = args.single = 20
 
-    started_at = datetime.now(UTC)
+    print_header("scripts.bench_registrations", argv)
     artifacts = compile_contracts()
     with chain(args.block_time) as rpc:
         admin, operator_sender = sender(rpc, 0), sender(rpc, 1)
@@ -243,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 engine.dispose()
 
     print()
-    print(f"{started_at:%Y-%m-%d %H:%M} UTC, commit {commit()}, {machine()}")
     print(f"anvil, interval mining {args.block_time:g} s; the service as `python -m scripts.serve` on SQLite")
+    print("HTTP runs: the service's rate limits are off (the bench measures throughput, not the limiter)")
     print(f"{'run':40} {'count':>6} {'seconds':>8} {'per s':>8} {'vs baseline':>12}  (seconds: until all are indexed)")
     for figure in (baseline, batch, single):
         print(

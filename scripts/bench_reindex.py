@@ -31,6 +31,7 @@ from ledger.indexer.indexer import Indexer
 from ledger.services.verification import verify
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.models import Trade
+from scripts.bench_env import print_header
 from scripts.bench_record import CHAIN_ID, make_trades, record_batches, register, sender
 from scripts.reindex import index_name, index_sources, reindex
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     # ~400 events a block here: 10 blocks make ranges of ~4,000 events, enough of them to pipeline.
     parser.add_argument("--blocks-per-step", type=int, default=10)
     args = parser.parse_args(argv)
+    print_header("scripts.bench_reindex", argv)
 
     artifacts = compile_contracts()
     artifact = artifacts["TradeLedger"]

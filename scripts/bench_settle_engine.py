@@ -32,6 +32,7 @@ from ledger.domain.settlement import (
     settle,
 )
 from ledger.domain.units import INTERVAL_SECONDS
+from scripts.bench_env import print_header
 
 DAY_START = 1_767_225_600  # 2026-01-01T00:00:00Z
 INTERVALS_PER_DAY = 96
@@ -84,12 +85,13 @@ def timed(label: str, step: Callable[[], T]) -> T:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1_000)
     parser.add_argument("--trades", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    print_header("scripts.bench_settle_engine", argv)
 
     inputs = timed("generate", lambda: generate(args.participants, args.trades, args.seed))
     result = timed("settle", lambda: settle(inputs))
