@@ -173,6 +173,9 @@ def test_a_relayed_cancellation_follows_its_transaction_through_reorgs_and_is_re
         cancellation_id = answer.json()["cancellationId"]
         done = running.wait_cancelled(cancellation_id)
         tx, mined_in = done["transactionHash"], done["blockNumber"]
+        # The indexer has seen the cancellation's block: a reorg of a block it never indexed is not
+        # one it can notice (the trade's submission above is indexed before its reorg too).
+        running.wait_indexed(f"/trades/{trade_id}", until=lambda t: t["status"] == "cancelled")
 
         def cancellation() -> dict[str, Any]:
             return dict(running.client.get(f"/cancellations/{cancellation_id}").json())
