@@ -431,8 +431,8 @@ class Cancellations(RecordKind):
 
 class Registrations(RecordKind):
     """The registrar's participant registrations, keyed by their id; the effect is the account's
-    `ParticipantRegistered` with the kind and identifier asked for, or the batch's refusal of this
-    one (a refusal as registered already is the effect of the registration that did register it)."""
+    `ParticipantRegistered` with the kind and identifier asked for, wherever it is (a resend's
+    refusal as registered already is not one), or the batch's refusal of this registration."""
 
     name = "participant_registrations"
 
