@@ -1,9 +1,10 @@
 """The services' own records of their transactions after a reorg, on a real anvil and both
-databases: a reading batch, a settlement run's commit, a dispute's opening and resolution, and a
-relayed trade whose block a reorg replaced are moved to where their transaction was mined again,
-unconfirmed while it waits in the mempool, or returned to where their service retries them when
-it is gone; retrying commits nothing twice. `scripts/verify_index.py` reports the stale record
-before the repair and nothing after it. `decide` (the rule) is checked on its own first."""
+databases: a reading batch, a settlement run's commit, a dispute's opening and resolution, a
+relayed trade and a participant registration whose block a reorg replaced are moved to where
+their transaction was mined again, unconfirmed while it waits in the mempool, or returned to where
+their service retries them when it is gone; retrying commits nothing twice.
+`scripts/verify_index.py` reports the stale record before the repair and nothing after it.
+`decide` (the rule) is checked on its own first."""
 
 from __future__ import annotations
 
