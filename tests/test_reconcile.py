@@ -1,9 +1,10 @@
 """The services' own records of their transactions after a reorg, on a real anvil and both
-databases: a reading batch, a settlement run's commit, a dispute's opening and resolution, and a
-relayed trade whose block a reorg replaced are moved to where their transaction was mined again,
-unconfirmed while it waits in the mempool, or returned to where their service retries them when
-it is gone; retrying commits nothing twice. `scripts/verify_index.py` reports the stale record
-before the repair and nothing after it. `decide` (the rule) is checked on its own first."""
+databases: a reading batch, a settlement run's commit, a dispute's opening and resolution, a
+relayed trade and a participant registration whose block a reorg replaced are moved to where
+their transaction was mined again, unconfirmed while it waits in the mempool, or returned to where
+their service retries them when it is gone; retrying commits nothing twice.
+`scripts/verify_index.py` reports the stale record before the repair and nothing after it.
+`decide` (the rule) is checked on its own first."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from eth_account import Account
 from eth_utils import keccak
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -26,13 +28,15 @@ from ledger.domain.units import INTERVAL_SECONDS, ZERO_ID
 from ledger.errors import ConflictError
 from ledger.services import metering as metering_module
 from ledger.services import settlement as settlement_module
+from ledger.services.participants import RegistrationRequest
 from ledger.services.reconcile import Fate, Location, Repair, decide
 from ledger.services.settlement import RunAction
 from ledger.services.verification import DifferenceKind
 from ledger.signing.disputes import sign_dispute
-from ledger.store import outbox
+from ledger.store import outbox, registrations
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
-from ledger.store.models import IndexedBlock, SubmissionStatus
+from ledger.store.models import IndexedBlock, Participant, SubmissionStatus
+from ledger.store.registration_models import ParticipantRegistration, RegistrationStatus
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
 from scripts import verify_index
 from tests.support.reorg import about, block_number_of, differences, index_through_reorg, move_into_next_block
@@ -112,6 +116,33 @@ def test_a_cancellation_is_moved_unconfirmed_and_reopened(store_session_factory:
         assert (row.status, row.transaction_hash, row.attempts) == (SubmissionStatus.ACCEPTED, None, 0)
         with pytest.raises(ConflictError):
             outbox.unconfirm_cancellation(session, row.id, TX)
+
+
+def test_a_registration_is_moved_unconfirmed_and_reopened(store_session_factory: sessionmaker[Session]) -> None:
+    address = Account.create().address
+    with store_session_factory.begin() as session:
+        row, _ = registrations.add_registration(session, address, ParticipantKind.CONSUMER, "0x" + "ee" * 32)
+        registrations.mark_pending(session, [row.id], TX)
+        registrations.mark_registered(session, [row.id], TX, 10)
+
+        # Re-executed in another order: refused now, by the same transaction in a later block.
+        reason = ("participant_already_registered", "the account is registered already")
+        registrations.relocate(session, row.id, RegistrationStatus.REJECTED, TX, 12, reason)
+        assert (row.status, row.block_number, row.error_code) == (RegistrationStatus.REJECTED, 12, reason[0])
+        registrations.relocate(session, row.id, RegistrationStatus.REGISTERED, OTHER_TX, 13)
+        assert (row.status, row.transaction_hash, row.block_number, row.error_code) == (
+            RegistrationStatus.REGISTERED,
+            OTHER_TX,
+            13,
+            None,
+        )
+
+        registrations.unconfirm(session, row.id, TX)
+        assert (row.status, row.transaction_hash, row.block_number) == (RegistrationStatus.PENDING, TX, None)
+        registrations.reopen(session, row.id)
+        assert (row.status, row.transaction_hash, row.attempts) == (RegistrationStatus.ACCEPTED, None, 0)
+        registrations.unconfirm(session, row.id, TX)  # an accepted registration has no transaction to wait for
+        assert (row.status, row.transaction_hash) == (RegistrationStatus.ACCEPTED, None)
 
 
 # --- on a chain --------------------------------------------------------------------------------
@@ -242,8 +273,8 @@ def test_a_run_commit_moves_with_its_block_and_once_dropped_is_committed_again_n
 
     world.rpc.call("anvil_reorg", 1, [])
     fork = index_through_reorg(world)
-    stale = about(differences(world), "settlement_runs")
-    assert [(d.field, d.detail) for d in stale] == [("status", "committed here, not on chain")]
+    gone = about(differences(world), "settlement_runs")
+    assert [(d.field, d.detail) for d in gone] == [("status", "committed here, not on chain")]
     world.ledger.reconciler.after_rollback(fork)
     row = run_row(world, run.run_id)
     assert (row.status, row.transaction_hash, row.block_number, row.committed_at) == (
@@ -421,6 +452,7 @@ def test_a_dispute_re_executed_before_its_run_reverts_and_is_relayed_once_the_ru
     world.index()
 
     # The run's block and the dispute's are replaced; only the dispute is mined again, first: it reverts.
+    assert run.block_number is not None
     assert opened.opened_block_number == run.block_number + 1 == int(world.rpc.call("eth_blockNumber"), 16)
     raw = world.rpc.call("eth_getRawTransactionByHash", opened.opened_transaction_hash)
     world.rpc.call("anvil_reorg", 2, [[raw, 0]])
@@ -533,3 +565,95 @@ def test_a_dropped_price_batch_is_prepared_again_and_committed_once(world: World
     again = world.metering.import_prices(prices, start, end, source="test")
     assert (again.batch_id, again.outcome, again.status) == (first.batch_id, "resumed", BatchStatus.COMMITTED)
     assert len(commit_logs(world, "MeterData", metering_module.PRICES.event, first.batch_id)) == 1
+
+
+def registration_row(world: World, registration_id: str) -> ParticipantRegistration:
+    return stored(world, ParticipantRegistration, registration_id)
+
+
+def registered_logs_of(world: World, address: str) -> list[dict[str, str]]:
+    account = "0x" + "00" * 12 + address[2:].lower()
+    return commit_logs(world, "TradeLedger", "ParticipantRegistered(address,uint8,bytes32)", account)
+
+
+def test_a_registration_moves_waits_and_once_dropped_is_registered_again_once(world: World) -> None:
+    address = Account.create().address
+    request = RegistrationRequest(address, ParticipantKind.CONSUMER, f"GLN-{address}")
+    registration_id = world.ledger.participants.queue(request).registration.id
+    assert world.ledger.registrar.register_round().registered == 1
+    tx = registration_row(world, registration_id).transaction_hash
+    assert tx is not None
+    world.index()
+
+    # (a) mined again in the next block: the record moves there.
+    moved_to = move_into_next_block(world, tx)
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    row = registration_row(world, registration_id)
+    assert (row.status, row.transaction_hash, row.block_number) == (RegistrationStatus.REGISTERED, tx, moved_to)
+
+    # (b) dropped, then back in the mempool: pending with its transaction until it is mined.
+    raw = world.rpc.call("eth_getRawTransactionByHash", tx)
+    world.rpc.call("anvil_reorg", 1, [])
+    fork = index_through_reorg(world)
+    world.rpc.call("evm_setAutomine", False)
+    try:
+        world.rpc.call("eth_sendRawTransaction", raw)
+        world.ledger.reconciler.after_rollback(fork)
+        row = registration_row(world, registration_id)
+        assert (row.status, row.transaction_hash, row.block_number) == (RegistrationStatus.PENDING, tx, None)
+        world.rpc.call("evm_mine")
+    finally:
+        world.rpc.call("evm_setAutomine", True)
+    world.index()
+    world.ledger.reconciler.reconcile(None)  # what the follow-up of unconfirmed records runs
+    row = registration_row(world, registration_id)
+    assert (row.status, row.transaction_hash, row.block_number) == (
+        RegistrationStatus.REGISTERED,
+        tx,
+        block_number_of(world, tx),
+    )
+
+    # (c) dropped for good: accepted again, and the registrar registers the account again, once.
+    world.rpc.call("anvil_reorg", 1, [])
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    row = registration_row(world, registration_id)
+    assert (row.status, row.transaction_hash, row.block_number) == (RegistrationStatus.ACCEPTED, None, None)
+    assert registered_logs_of(world, address) == []
+    assert world.ledger.registrar.register_round().registered == 1
+    row = registration_row(world, registration_id)
+    assert row.status is RegistrationStatus.REGISTERED and row.transaction_hash is not None
+    assert row.block_number == block_number_of(world, row.transaction_hash)
+    assert [log["transactionHash"] for log in registered_logs_of(world, address)] == [row.transaction_hash]
+    world.index()
+    with world.context.sessions() as session:
+        assert session.get(Participant, address) is not None
+    assert differences(world) == []
+
+
+def test_a_registration_refused_in_a_block_a_reorg_replaced_is_sent_again(world: World) -> None:
+    """A refusal is an outcome of its block too: gone with it, the registration is sent again."""
+    known = world.participant(ParticipantKind.GENERATOR)
+    with world.context.sessions.begin() as session:  # queued before the index had the account
+        row, _ = registrations.add_registration(session, known.address, ParticipantKind.CONSUMER, "0x" + "ee" * 32)
+        registration_id = row.id
+    assert world.ledger.registrar.register_round().rejected == 1
+    world.index()
+    refused = registration_row(world, registration_id)
+    assert (refused.status, refused.error_code) == (RegistrationStatus.REJECTED, "participant_already_registered")
+
+    moved_to = move_into_next_block(world, refused.transaction_hash or "")
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    row = registration_row(world, registration_id)
+    assert (row.status, row.block_number, row.error_code) == (
+        RegistrationStatus.REJECTED,
+        moved_to,
+        "participant_already_registered",
+    )
+
+    world.rpc.call("anvil_reorg", 1, [])
+    world.ledger.reconciler.after_rollback(index_through_reorg(world))
+    row = registration_row(world, registration_id)
+    assert (row.status, row.transaction_hash, row.error_code) == (RegistrationStatus.ACCEPTED, None, None)
+    assert world.ledger.registrar.register_round().rejected == 1  # the chain refuses it again
+    assert registration_row(world, registration_id).status is RegistrationStatus.REJECTED
+    assert world.context.operator.participant(known.address).kind is ParticipantKind.GENERATOR

@@ -1,8 +1,9 @@
 """The running service's indexer follows the head through reorgs (anvil_reorg): an unconfirmed
 trade is served with its confirmations, disappears from the API when a reorg drops it and comes
 back when it is mined again; a reorg deeper than the confirmations halts the indexer and health
-says why. Settlement inputs are final rows only. A relayed trade's submission follows its
-transaction through reorgs (tests/test_reconcile.py has the other records)."""
+says why. Settlement inputs are final rows only. A relayed trade's submission, a cancellation and
+a participant registration follow their transaction through reorgs (tests/test_reconcile.py has
+the other records)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from eth_account import Account
+
 from ledger.chain.node import LocalNode
-from ledger.chain.trade_ledger import TRADE_CANCELLED_TOPIC, TRADE_RECORDED_TOPIC
+from ledger.chain.trade_ledger import PARTICIPANT_REGISTERED_TOPIC, TRADE_CANCELLED_TOPIC, TRADE_RECORDED_TOPIC
 from ledger.domain.trade import ParticipantKind
 from ledger.signing.trader import sign_cancel_trade
 from ledger.store.models import Trade
@@ -173,6 +176,9 @@ def test_a_relayed_cancellation_follows_its_transaction_through_reorgs_and_is_re
         cancellation_id = answer.json()["cancellationId"]
         done = running.wait_cancelled(cancellation_id)
         tx, mined_in = done["transactionHash"], done["blockNumber"]
+        # The indexer has seen the cancellation's block: a reorg of a block it never indexed is not
+        # one it can notice (the trade's submission above is indexed before its reorg too).
+        running.wait_indexed(f"/trades/{trade_id}", until=lambda t: t["status"] == "cancelled")
 
         def cancellation() -> dict[str, Any]:
             return dict(running.client.get(f"/cancellations/{cancellation_id}").json())
@@ -202,3 +208,56 @@ def test_a_relayed_cancellation_follows_its_transaction_through_reorgs_and_is_re
             },
         )
         assert [log["transactionHash"] for log in logs] == [again["transactionHash"]]
+
+
+def test_a_registration_follows_its_transaction_through_reorgs_and_is_registered_once(tmp_path: Path) -> None:
+    """The registrar's record follows its block as the relayer's do: moved where its transaction was
+    mined again, and once dropped, accepted again and sent again by the registrar."""
+    with LocalNode("anvil", chain_id=CHAIN_ID) as node, following_service(node.rpc_url, tmp_path) as running:
+        rpc = running.market.rpc
+        address = Account.create().address
+        answer = running.client.post(
+            "/participants",
+            json={"address": address, "kind": "consumer", "identifier": f"GLN-{address[2:10]}"},
+            headers=running.operator,
+        )
+        assert answer.status_code == 202, answer.text
+        path = answer.json()["links"]["self"]
+        done = running.wait_registered(path)
+        tx, mined_in = done["transactionHash"], done["blockNumber"]
+        running.wait_indexed(f"/participants/{address}", until=lambda p: p["status"] == "active")
+
+        def registration() -> dict[str, Any]:
+            return dict(running.client.get(path).json())
+
+        raw = rpc.call("eth_getRawTransactionByHash", tx)
+        rpc.call("evm_mine")
+        rpc.call("anvil_reorg", 2, [[raw, 1]])
+        moved = wait_for(
+            lambda: (r := registration())["blockNumber"] == mined_in + 1 and r, "the registration to follow its block"
+        )
+        assert (moved["status"], moved["transactionHash"]) == ("registered", tx)
+
+        rpc.call("anvil_reorg", 1, [])
+        again = wait_for(
+            lambda: (r := registration())["status"] == "registered" and r["blockNumber"] > mined_in + 1 and r,
+            "the dropped registration to be registered again",
+        )
+        shown = running.wait_indexed(
+            f"/participants/{address}",
+            until=lambda p: p["status"] == "active" and p["provenance"]["blockNumber"] == again["blockNumber"],
+        )
+        assert shown["provenance"]["transactionHash"] == again["transactionHash"]
+        ledger = running.market.deployment.contracts["TradeLedger"].address
+        account_topic = "0x" + "00" * 12 + address[2:].lower()
+        logs = rpc.call(
+            "eth_getLogs",
+            {
+                "address": ledger,
+                "fromBlock": "0x0",
+                "toBlock": "latest",
+                "topics": [PARTICIPANT_REGISTERED_TOPIC, account_topic],
+            },
+        )
+        assert [log["transactionHash"] for log in logs] == [again["transactionHash"]]
+        assert running.client.get("/health").status_code == 200

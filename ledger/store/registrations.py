@@ -3,6 +3,11 @@
 Functions never commit: the caller's unit of work does. Like the relayer's outbox, a row is
 signed for before it is sent: `mark_pending` stores the transaction's hash before the broadcast,
 so a restart finds every sent registration by its hash (`list_pending`).
+
+A reorg can take back what a block said (`ledger.services.reconcile`): a registered or rejected
+registration whose transaction waits to be mined again is pending again (`unconfirm`); one whose
+transaction is gone is accepted again, to be sent anew (`reopen`); one whose transaction was
+mined again elsewhere, possibly with another outcome, takes the new one (`relocate`).
 """
 
 from __future__ import annotations
@@ -201,6 +206,56 @@ def requeue(session: Session, ids: Collection[str]) -> None:
         status=ACCEPTED,
         transaction_hash=None,
         attempts=ParticipantRegistration.attempts + 1,
+    )
+
+
+def unconfirm(session: Session, registration_id: str, tx_hash: str) -> None:
+    """A reorg sent the registration's transaction back to the mempool: pending until it is mined."""
+    _update(
+        session,
+        [registration_id],
+        {REGISTERED, REJECTED, PENDING},
+        status=PENDING,
+        transaction_hash=hash32(tx_hash, field="tx_hash"),
+        block_number=None,
+    )
+
+
+def reopen(session: Session, registration_id: str) -> None:
+    """A reorg dropped the registration's transaction: the registrar sends it again. Not an attempt
+    that failed (`requeue` counts those): the chain, not the registration, undid it."""
+    _update(
+        session,
+        [registration_id],
+        {REGISTERED, REJECTED, PENDING},
+        status=ACCEPTED,
+        transaction_hash=None,
+        block_number=None,
+        error_code=None,
+        error_detail=None,
+    )
+
+
+def relocate(
+    session: Session,
+    registration_id: str,
+    to: RegistrationStatus,
+    tx_hash: str,
+    block_number: int,
+    reason: tuple[str, str] | None = None,
+) -> None:
+    """Where a reorg put the registration's outcome now: registered, or rejected for `reason`
+    (code, detail), by `tx_hash` in `block_number` (a re-execution in another order may turn one
+    outcome into the other)."""
+    _update(
+        session,
+        [registration_id],
+        {REGISTERED, REJECTED, PENDING},
+        status=to,
+        transaction_hash=hash32(tx_hash, field="tx_hash"),
+        block_number=block_number,
+        error_code=None if reason is None else reason[0],
+        error_detail=None if reason is None else reason[1],
     )
 
 

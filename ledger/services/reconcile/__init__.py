@@ -2,12 +2,13 @@
 
 The indexer rolls its chain-derived tables back to the fork point and re-indexes; the services'
 own records keep what a receipt once said: a reading or price batch `committed` by a transaction
-in a block, a settlement run's commit, a dispute's opening and resolution, a relayed trade
-or cancellation `recorded` or `rejected`. After a reorg each record whose block is above the fork point is
-checked against the node, by what the chain does now, not by what its block said:
+in a block, a settlement run's commit, a dispute's opening and resolution, a relayed trade or
+cancellation `recorded` or `rejected`, a participant registration `registered` or `rejected`.
+After a reorg each record whose block is above the fork point is checked against the node, by
+what the chain does now, not by what its block said:
 
-- where the chain has the record's effect (the event of its id: its batch, run or dispute id, or
-  the trade id), the record moves there: the same transaction mined again in another block, or
+- where the chain has the record's effect (the event of its id: its batch, run or dispute id,
+  the trade id, or the account), the record moves there: the same transaction mined again in another block, or
   another transaction of ours that did the same (a resend; the contracts take each id once);
 - else, while the record's transaction waits in the mempool (its nonce not yet taken), the
   record is unconfirmed again until it is mined;
@@ -38,11 +39,15 @@ Per record (repairs: MOVE / UNCONFIRM / RESET):
                                    -> accepted (the relayer sends it again)
   cancellations                    the same as submissions: recorded (the trade cancelled) or
                                    rejected at the new block, pending, or accepted again
+  participant_registrations        the same: registered (the account's `ParticipantRegistered`
+                                   with the kind and identifier asked for) or rejected at the new
+                                   block, pending, or accepted again (the registrar sends it again)
 
 Nothing is committed or settled twice: every contract refuses an id it holds (DuplicateBatch,
-SettlementDuplicateRun, DisputeExists, DuplicateTrade), and each service adopts the chain's
-commit of an id before it sends one. Settlement reads only final chain rows (`final_block_number`
-with `chain_batches`, trades and their events), so a run never took an input a reorg could undo.
+SettlementDuplicateRun, DisputeExists, DuplicateTrade, ParticipantAlreadyRegistered), and each
+service adopts the chain's commit of an id before it sends one. Settlement reads only final
+chain rows (`final_block_number` with `chain_batches`, trades and their events), so a run never
+took an input a reorg could undo.
 
 Each repair is one database transaction that first checks that the record still says what the
 decision was made on: a record another writer changed meanwhile (its service, from a fresher

@@ -25,6 +25,7 @@ from ledger.services.reconcile.records import (
     DisputeResolutions,
     Found,
     RecordKind,
+    Registrations,
     Runs,
     Submissions,
 )
@@ -85,6 +86,7 @@ class Reconciler:
             DisputeResolutions(settlement, settlement_address),
             Submissions(context),
             Cancellations(context),
+            Registrations(context),
         ]
         self._stop = stop
         self._lock = threading.Lock()

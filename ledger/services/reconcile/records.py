@@ -13,15 +13,17 @@ from sqlalchemy import ColumnElement, false, select, update
 from sqlalchemy.orm import Session
 
 from ledger import errors
+from ledger.chain.trade_ledger import PARTICIPANT_REGISTERED_TOPIC
 from ledger.chain.transactions import Receipt
-from ledger.domain.trade import TradeStatus
+from ledger.domain.trade import ParticipantKind, ParticipantStatus, TradeStatus
 from ledger.services.context import LedgerContext
 from ledger.services.metering import PRICES, READINGS, MeteringService
 from ledger.services.reconcile.rule import Location, Record, Repair
 from ledger.services.settlement import DISPUTE_OPENED, DISPUTE_RESOLVED, SettlementService
-from ledger.store import outbox
+from ledger.store import outbox, registrations
 from ledger.store.metering_models import BatchStatus, PriceBatchRow, ReadingBatchRow
 from ledger.store.models import Cancellation, Submission, SubmissionStatus
+from ledger.store.registration_models import ParticipantRegistration, RegistrationStatus
 from ledger.store.settlement_models import Dispute, DisputeStatus, RunStatus, SettlementRun
 
 
@@ -424,4 +426,92 @@ class Cancellations(RecordKind):
             self.unconfirmed.add(record.key)
         else:
             outbox.reopen_cancellation(session, record.key)
+            self.unconfirmed.discard(record.key)
+
+
+class Registrations(RecordKind):
+    """The registrar's participant registrations, keyed by their id; the effect is the account's
+    `ParticipantRegistered` with the kind and identifier asked for, wherever it is (a resend's
+    refusal as registered already is not one), or the batch's refusal of this registration."""
+
+    name = "participant_registrations"
+
+    def __init__(self, context: LedgerContext) -> None:
+        self._operator = context.operator
+        self._start_block = context.deployment.start_block
+        self.unconfirmed: set[str] = set()  # as Submissions.unconfirmed (Registrar.recover after a restart)
+        self._asked: dict[str, tuple[str, ParticipantKind, str]] = {}  # id -> (address, kind, identifier hash)
+
+    def _record(self, row: ParticipantRegistration | None) -> Record | None:
+        if row is None or row.transaction_hash is None:
+            return None
+        self._asked[row.id] = (row.address, row.kind, row.identifier_hash)
+        if row.status is RegistrationStatus.PENDING:
+            return Record(self.name, row.id, row.transaction_hash, None)
+        if row.status is RegistrationStatus.ACCEPTED or row.block_number is None:
+            return None
+        location = Location(row.transaction_hash, row.block_number, outcome=row.status.value)
+        return Record(self.name, row.id, row.transaction_hash, location)
+
+    def candidates(self, session: Session, above: int | None) -> list[Record]:
+        r = ParticipantRegistration
+        statement = select(r).where(
+            (r.status.in_([RegistrationStatus.REGISTERED, RegistrationStatus.REJECTED]) & _above(r.block_number, above))
+            | r.id.in_(self.unconfirmed)
+        )
+        return [record for row in session.scalars(statement) if (record := self._record(row)) is not None]
+
+    def read(self, session: Session, key: str) -> Record | None:
+        return self._record(registrations.get_registration(session, key))
+
+    def effect(self, record: Record, receipt: Receipt | None) -> Found | None:
+        address, kind, identifier_hash = self._asked[record.key]
+        refused: Found | None = None  # this transaction's refusal of the account as registered already
+        if receipt is not None and receipt.status == 1:
+            outcome = self._operator.registration_outcome(receipt)
+            where = (receipt.transaction_hash, receipt.block_number, receipt.block_hash)
+            if address in outcome.registered:
+                return Found(Location(*where, outcome="registered"), receipt.logs)
+            reason = outcome.rejected.get(address)
+            if reason is not None:
+                refused = Found(Location(*where, outcome="rejected"), receipt.logs, (reason.code, str(reason)))
+                if not isinstance(reason, errors.ParticipantAlreadyRegistered):
+                    return refused
+        on_chain = self._operator.participant(address)
+        if on_chain.status is ParticipantStatus.NONE:
+            return None
+        if (on_chain.kind, on_chain.identifier_hash) != (kind, identifier_hash):
+            return refused  # registered otherwise, not by this registration
+        entry = self._registered_log(address)
+        if entry is None:
+            return None
+        found = _found_in_log(entry)
+        return Found(replace(found.location, outcome="registered"), found.logs)
+
+    def _registered_log(self, address: str) -> dict[str, Any] | None:
+        """The account's `ParticipantRegistered` log (an account is registered once)."""
+        logs = self._operator.sender.rpc.call(
+            "eth_getLogs",
+            {
+                "address": self._operator.address,
+                "fromBlock": hex(self._start_block),
+                "toBlock": "latest",
+                "topics": [PARTICIPANT_REGISTERED_TOPIC, "0x" + "00" * 12 + address[2:].lower()],
+            },
+        )
+        return logs[0] if logs else None
+
+    def apply(self, session: Session, record: Record, repair: Repair, found: Found | None) -> None:
+        if repair is Repair.MOVE:
+            assert found is not None
+            where = found.location
+            assert where.outcome is not None
+            to = RegistrationStatus(where.outcome)
+            registrations.relocate(session, record.key, to, where.transaction_hash, where.block_number, found.detail)
+            self.unconfirmed.discard(record.key)
+        elif repair is Repair.UNCONFIRM:
+            registrations.unconfirm(session, record.key, record.transaction_hash)
+            self.unconfirmed.add(record.key)
+        else:
+            registrations.reopen(session, record.key)
             self.unconfirmed.discard(record.key)
