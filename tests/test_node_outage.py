@@ -119,7 +119,9 @@ def register(client: httpx.Client) -> LocalAccount:
         json={"address": account.address, "kind": "prosumer", "identifier": f"GLN-{account.address[2:10]}"},
         headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
     )
-    assert answer.status_code == 201, answer.text
+    assert answer.status_code == 202, answer.text
+    registration = answer.json()["links"]["self"]
+    wait_for(lambda: client.get(registration).json()["status"] == "registered", f"{registration} registered")
     return account
 
 
@@ -239,6 +241,8 @@ def test_health_reports_a_relayer_that_makes_no_progress_while_trades_wait(
             wait_for(lambda: client.get("/health").status_code == 200, "the service to be healthy")
             assert client.get("/health").json()["workers"]["relayer"] == {
                 "alive": True,
+                "state": "running",
+                "restarts": 0,
                 "stalled": False,
                 "waitingSince": None,
             }
@@ -250,7 +254,7 @@ def test_health_reports_a_relayer_that_makes_no_progress_while_trades_wait(
             assert health["workers"]["relayer"]["alive"] is True
             assert health["workers"]["relayer"]["stalled"] is True
             assert health["workers"]["relayer"]["waitingSince"] is not None
-            assert health["workers"]["indexer"] == {"alive": True}
+            assert health["workers"]["indexer"] == {"alive": True, "state": "running", "restarts": 0}
         market.rpc.close()
     finally:
         context.close()
