@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, WithJsonSchema
-from pydantic import ValidationError as PydanticValidationError
 
-from api.problems import Problem, problem_for, validation_problem
+from api.batches import counts, merge_answers, parse_items
+from api.problems import Problem
 from api.schemas import MAX_BATCH, ParticipantIn, ParticipantKindName, RequestModel, ResponseModel
 from api.types import Timestamp
 from ledger import errors
@@ -38,13 +38,7 @@ def to_request(body: ParticipantIn) -> RegistrationRequest:
 def parse_registrations(items: Sequence[Any], path: str) -> list[RegistrationRequest | dict[str, Any]]:
     """Each item as a registration, or the validation problem naming its bad values
     (`participants[3].kind`)."""
-    parsed: list[RegistrationRequest | dict[str, Any]] = []
-    for index, raw in enumerate(items):
-        try:
-            parsed.append(to_request(_participant.validate_python(raw)))
-        except PydanticValidationError as exc:
-            parsed.append(validation_problem(exc.errors(), prefix=("participants", index), instance=path))
-    return parsed
+    return parse_items(items, _participant, to_request, "participants", path)
 
 
 class RegistrationOut(ResponseModel):
@@ -114,23 +108,15 @@ class RegistrationBatchOut(ResponseModel):
     ) -> RegistrationBatchOut:
         """Merges the items refused by validation with the service's answers for the others
         (`outcomes`, in the order of the registrations in `parsed`)."""
-        answers = iter(outcomes)
-        results: list[RegistrationBatchItemOut] = []
-        for index, item in enumerate(parsed):
-            outcome = next(answers) if isinstance(item, RegistrationRequest) else item
-            if isinstance(outcome, Queued):
-                results.append(
-                    RegistrationBatchItemOut(
-                        index=index,
-                        outcome="accepted",
-                        registration=RegistrationOut.from_row(outcome.registration),
-                        created=outcome.created,
-                    )
-                )
-                continue
-            problem = problem_for(outcome, path) if isinstance(outcome, errors.LedgerError) else outcome
-            results.append(
-                RegistrationBatchItemOut(index=index, outcome="refused", problem=Problem.model_validate(problem))
+        results = [
+            RegistrationBatchItemOut(index=index, outcome="refused", problem=answer)
+            if isinstance(answer, Problem)
+            else RegistrationBatchItemOut(
+                index=index,
+                outcome="accepted",
+                registration=RegistrationOut.from_row(answer.registration),
+                created=answer.created,
             )
-        accepted = sum(result.outcome == "accepted" for result in results)
-        return cls(accepted=accepted, refused=len(results) - accepted, results=results)
+            for index, answer in merge_answers(parsed, outcomes, path)
+        ]
+        return cls(**counts(results), results=results)

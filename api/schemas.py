@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
-from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Row
 
-from api.problems import Problem, problem_for, validation_problem
+from api.batches import counts, merge_answers, parse_items
+from api.problems import Problem
 from api.types import (
     Address,
     Bytes32,
@@ -141,24 +141,12 @@ _signed_trade = TypeAdapter(SignedTradeIn)
 def parse_batch(items: Sequence[Any], path: str) -> list[SignedTrade | dict[str, Any]]:
     """Each item as a signed trade, or the validation problem naming its bad values
     (`trades[3].trade.nonce`)."""
-    parsed: list[SignedTrade | dict[str, Any]] = []
-    for index, raw in enumerate(items):
-        try:
-            parsed.append(_signed_trade.validate_python(raw).to_domain())
-        except PydanticValidationError as exc:
-            parsed.append(validation_problem(exc.errors(), prefix=("trades", index), instance=path))
-    return parsed
+    return parse_items(items, _signed_trade, SignedTradeIn.to_domain, "trades", path)
 
 
 def parse_cancel_batch(items: Sequence[Any], path: str) -> list[CancelRequest | dict[str, Any]]:
     """Each item as a cancellation, or the validation problem naming its bad values."""
-    parsed: list[CancelRequest | dict[str, Any]] = []
-    for index, raw in enumerate(items):
-        try:
-            parsed.append(_cancel_item.validate_python(raw).to_domain())
-        except PydanticValidationError as exc:
-            parsed.append(validation_problem(exc.errors(), prefix=("cancellations", index), instance=path))
-    return parsed
+    return parse_items(items, _cancel_item, CancelItemIn.to_domain, "cancellations", path)
 
 
 # --- responses: submissions -------------------------------------------------------------------
@@ -206,32 +194,22 @@ class BatchOut(ResponseModel):
     ) -> BatchOut:
         """Merges the items refused by validation (`parsed` problems) with the service's answers
         for the others (`outcomes`, in the order of the signed trades in `parsed`)."""
-        answers = iter(outcomes)
-        results: list[BatchItemOut] = []
-        for index, item in enumerate(parsed):
-            outcome = next(answers) if isinstance(item, SignedTrade) else item
-            if isinstance(outcome, Accepted):
-                results.append(
-                    BatchItemOut(
-                        index=index,
-                        outcome="accepted",
-                        submission_id=outcome.submission_id,
-                        trade_id=outcome.trade_id,
-                        status=outcome.status,  # type: ignore[arg-type]
-                        created=outcome.created,
-                    )
-                )
-                continue
-            problem = Problem.model_validate(
-                problem_for(outcome, path) if isinstance(outcome, errors.LedgerError) else outcome
+        results = [
+            BatchItemOut(
+                index=index, outcome="refused", trade_id=(answer.model_extra or {}).get("tradeId"), problem=answer
             )
-            results.append(
-                BatchItemOut(
-                    index=index, outcome="refused", trade_id=(problem.model_extra or {}).get("tradeId"), problem=problem
-                )
+            if isinstance(answer, Problem)
+            else BatchItemOut(
+                index=index,
+                outcome="accepted",
+                submission_id=answer.submission_id,
+                trade_id=answer.trade_id,
+                status=answer.status,  # type: ignore[arg-type]
+                created=answer.created,
             )
-        accepted = sum(result.outcome == "accepted" for result in results)
-        return cls(accepted=accepted, refused=len(results) - accepted, results=results)
+            for index, answer in merge_answers(parsed, outcomes, path)
+        ]
+        return cls(**counts(results), results=results)
 
 
 class SubmissionOut(ResponseModel):
@@ -428,29 +406,22 @@ class CancelBatchOut(ResponseModel):
         outcomes: Sequence[AcceptedCancellation | errors.LedgerError],
         path: str,
     ) -> CancelBatchOut:
-        answers = iter(outcomes)
-        results: list[CancelBatchItemOut] = []
-        for index, item in enumerate(parsed):
-            outcome = next(answers) if isinstance(item, CancelRequest) else item
-            if isinstance(outcome, AcceptedCancellation):
-                results.append(
-                    CancelBatchItemOut(
-                        index=index,
-                        outcome="accepted",
-                        cancellation_id=outcome.cancellation_id,
-                        trade_id=outcome.trade_id,
-                        status=outcome.status,  # type: ignore[arg-type]
-                        created=outcome.created,
-                    )
-                )
-                continue
-            problem = Problem.model_validate(
-                problem_for(outcome, path) if isinstance(outcome, errors.LedgerError) else outcome
+        results = [
+            CancelBatchItemOut(
+                index=index, outcome="refused", trade_id=(answer.model_extra or {}).get("tradeId"), problem=answer
             )
-            trade_id = (problem.model_extra or {}).get("tradeId")
-            results.append(CancelBatchItemOut(index=index, outcome="refused", trade_id=trade_id, problem=problem))
-        accepted = sum(result.outcome == "accepted" for result in results)
-        return cls(accepted=accepted, refused=len(results) - accepted, results=results)
+            if isinstance(answer, Problem)
+            else CancelBatchItemOut(
+                index=index,
+                outcome="accepted",
+                cancellation_id=answer.cancellation_id,
+                trade_id=answer.trade_id,
+                status=answer.status,  # type: ignore[arg-type]
+                created=answer.created,
+            )
+            for index, answer in merge_answers(parsed, outcomes, path)
+        ]
+        return cls(**counts(results), results=results)
 
 
 class CancellationOut(ResponseModel):

@@ -23,12 +23,9 @@ import time
 from pathlib import Path
 
 import httpx
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import create_engine, func, select
 
-from ledger.chain.compiler import compile_contracts
-from ledger.chain.deployment import deploy_contracts
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.trade_ledger import TradeLedgerContract
 from ledger.domain.trade import SignedCancellation, SignedTrade
@@ -37,7 +34,7 @@ from ledger.signing.eip712 import Domain, trade_digest
 from ledger.signing.trader import sign_cancel_trade
 from ledger.store.models import Cancellation, SubmissionStatus, Trade
 from scripts.bench_env import print_header
-from scripts.bench_record import Figure, chain, make_trades, record_batches, register, sender, service_process
+from scripts.bench_record import Figure, chain, deploy_market, make_trades, record_batches, service_process
 from scripts.progress import Progress, chunks
 
 REQUEST_SIZE = 500  # cancellations per POST /trades/cancel/batch
@@ -145,23 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print_header("scripts.bench_cancellations", argv)
 
-    artifacts = compile_contracts()
-    artifact = artifacts["TradeLedger"]
     with chain(args.block_time) as rpc:
-        admin, operator_sender, recorder_sender = sender(rpc, 0), sender(rpc, 1), sender(rpc, 2)
-        deployment = deploy_contracts(
-            admin, artifacts, roles={"operator": operator_sender.address, "recorder": recorder_sender.address}
-        )
-        address = deployment.contracts["TradeLedger"].address
-        operator = TradeLedgerContract(operator_sender, address, artifact.abi)
-        recorder = TradeLedgerContract(recorder_sender, address, artifact.abi)
-        accounts = [Account.create() for _ in range(args.participants)]
-        register(operator, accounts)
-        now = int(rpc.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+        deployment, recorder, accounts, now = deploy_market(rpc, args.participants)
         total = args.baseline_cancellations + args.cancellations
         trades = make_trades(recorder.domain, accounts, total, now)
         record_batches(recorder, trades, 200, 8)
-        by_address = {a.address: a for a in accounts}
+        by_address: dict[str, LocalAccount] = {a.address: a for a in accounts}
         cancellations = sign_cancellations(recorder.domain, trades, by_address, now + 3600)
 
         baseline = cancel_one_per_tx(recorder, cancellations[: args.baseline_cancellations])

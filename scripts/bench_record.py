@@ -99,6 +99,22 @@ def register(operator: TradeLedgerContract, accounts: Sequence[LocalAccount]) ->
     operator.sender.wait([t.hash for t in txs])
 
 
+def deploy_market(rpc: JsonRpc, participants: int) -> tuple[Deployment, TradeLedgerContract, list[LocalAccount], int]:
+    """A fresh deployment (operator and recorder on dev accounts 1 and 2) with `participants`
+    registered accounts: the deployment, the recorder's contract, the accounts and the latest
+    block's time."""
+    artifacts = compile_contracts()
+    admin, operator_sender, recorder_sender = sender(rpc, 0), sender(rpc, 1), sender(rpc, 2)
+    deployment = deploy_contracts(
+        admin, artifacts, roles={"operator": operator_sender.address, "recorder": recorder_sender.address}
+    )
+    address, abi = deployment.contracts["TradeLedger"].address, artifacts["TradeLedger"].abi
+    accounts = [Account.create() for _ in range(participants)]
+    register(TradeLedgerContract(operator_sender, address, abi), accounts)
+    now = int(rpc.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+    return deployment, TradeLedgerContract(recorder_sender, address, abi), accounts, now
+
+
 def make_trades(domain: Domain, accounts: Sequence[LocalAccount], n: int, now: int) -> list[SignedTrade]:
     start = (now + DEFAULT_TRADE_LIMITS.gate_closure_seconds) // INTERVAL_SECONDS * INTERVAL_SECONDS + 4 * 900
     progress = Progress("signing", n)
@@ -303,19 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print_header("scripts.bench_record", argv)
 
-    artifacts = compile_contracts()
-    artifact = artifacts["TradeLedger"]
     with chain(args.block_time) as rpc:
-        admin, operator_sender, recorder_sender = sender(rpc, 0), sender(rpc, 1), sender(rpc, 2)
-        deployment = deploy_contracts(
-            admin, artifacts, roles={"operator": operator_sender.address, "recorder": recorder_sender.address}
-        )
-        address = deployment.contracts["TradeLedger"].address
-        operator = TradeLedgerContract(operator_sender, address, artifact.abi)
-        recorder = TradeLedgerContract(recorder_sender, address, artifact.abi)
-        accounts = [Account.create() for _ in range(args.participants)]
-        register(operator, accounts)
-        now = int(rpc.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+        deployment, recorder, accounts, now = deploy_market(rpc, args.participants)
 
         total = args.baseline_trades + args.trades + args.batch_size + 2 * args.http_trades
         signing_started = time.monotonic()

@@ -18,21 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from eth_account import Account
 from sqlalchemy import func, select
 
-from ledger.chain.compiler import compile_contracts
-from ledger.chain.deployment import deploy_contracts
 from ledger.chain.log_source import JsonRpcLogSource
 from ledger.chain.node import LocalNode
 from ledger.chain.rpc import JsonRpc
-from ledger.chain.trade_ledger import TradeLedgerContract
 from ledger.indexer.indexer import Indexer
 from ledger.services.verification import verify
 from ledger.store.db import make_engine, make_session_factory, migrate
 from ledger.store.models import Trade
 from scripts.bench_env import print_header
-from scripts.bench_record import CHAIN_ID, make_trades, record_batches, register, sender
+from scripts.bench_record import CHAIN_ID, deploy_market, make_trades, record_batches
 from scripts.reindex import index_name, index_sources, reindex
 
 
@@ -48,20 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print_header("scripts.bench_reindex", argv)
 
-    artifacts = compile_contracts()
-    artifact = artifacts["TradeLedger"]
     with LocalNode("anvil", chain_id=CHAIN_ID) as node, tempfile.TemporaryDirectory() as workdir:
         rpc = JsonRpc(node.rpc_url)
-        admin, operator_sender, recorder_sender = sender(rpc, 0), sender(rpc, 1), sender(rpc, 2)
-        deployment = deploy_contracts(
-            admin, artifacts, roles={"operator": operator_sender.address, "recorder": recorder_sender.address}
-        )
-        address = deployment.contracts["TradeLedger"].address
-        operator = TradeLedgerContract(operator_sender, address, artifact.abi)
-        recorder = TradeLedgerContract(recorder_sender, address, artifact.abi)
-        accounts = [Account.create() for _ in range(args.participants)]
-        register(operator, accounts)
-        now = int(rpc.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
+        deployment, recorder, accounts, now = deploy_market(rpc, args.participants)
         trades = make_trades(recorder.domain, accounts, args.trades, now)
         recorded = record_batches(recorder, trades, args.batch_size, args.in_flight)
         print(f"  recorded {recorded.trades:,} trades at {recorded.rate:,.0f} trades/s", file=sys.stderr)

@@ -16,10 +16,8 @@ from eth_account.signers.local import LocalAccount
 
 from ledger.chain.node import LocalNode
 from ledger.chain.trade_ledger import TRADE_CANCELLED_TOPIC, TRADE_RECORDED_TOPIC, ZERO_TOPIC
-from ledger.config import Settings
 from ledger.domain.trade import ParticipantKind
 from ledger.services.context import LedgerContext
-from ledger.services.devstack import deploy
 from ledger.services.runtime import LedgerService
 from ledger.services.trading import CancelRequest
 from ledger.services.worker_process import WorkerProcess
@@ -27,7 +25,7 @@ from ledger.signing.trader import countersigned, sign_cancel_trade
 from ledger.store import outbox, queries
 from ledger.store.db import make_session_factory
 from tests.support.market import valid_trade
-from tests.support.service import wait_for
+from tests.support.service import deployed_settings, wait_for
 
 PAIRS = 4
 ROUNDS = 3
@@ -37,13 +35,7 @@ PER_ROUND = 20  # trades per round; each round also cancels the previous round's
 def test_trades_and_cancellations_from_the_api_process_are_relayed_without_a_nonce_refusal(
     anvil: LocalNode, database_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        rpc_url=anvil.rpc_url,
-        database_url=database_url,
-        deployment_file=tmp_path / "deployment.json",
-        relayer_batch_window_ms=10,
-    )
-    deploy(settings, anvil.rpc_url)
+    settings = deployed_settings(anvil.rpc_url, database_url, tmp_path)
     service = LedgerService(LedgerContext.open(settings), workers=WorkerProcess(settings, anvil.rpc_url))
     service.start()
     try:

@@ -9,28 +9,20 @@ from eth_account import Account
 from ledger.chain.node import LocalNode
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.trade_ledger import TRADE_RECORDED_TOPIC
-from ledger.config import Settings
 from ledger.domain.trade import ParticipantKind
 from ledger.services.context import LedgerContext
-from ledger.services.devstack import deploy
 from ledger.services.runtime import LedgerService
 from ledger.signing.eip712 import trade_id
 from ledger.signing.trader import countersigned
 from ledger.store import outbox, queries
 from tests.support.market import valid_trade
-from tests.support.service import wait_for
+from tests.support.service import deployed_settings, wait_for
 
 
 def test_a_trade_accepted_before_a_crash_is_recorded_after_the_restart(
     anvil: LocalNode, database_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        rpc_url=anvil.rpc_url,
-        database_url=database_url,
-        deployment_file=tmp_path / "deployment.json",
-        relayer_batch_window_ms=10,
-    )
-    deploy(settings, anvil.rpc_url)
+    settings = deployed_settings(anvil.rpc_url, database_url, tmp_path)
     first = LedgerService(LedgerContext.open(settings))
     seller, buyer = Account.create(), Account.create()
     for account in (seller, buyer):

@@ -20,7 +20,7 @@ from ledger.signing.trader import countersigned
 from ledger.store import outbox, queries
 from ledger.store.db import make_session_factory
 from tests.support.market import valid_trade
-from tests.support.service import wait_for
+from tests.support.service import deployed_settings, wait_for
 
 WORKERS = ("relayer", "indexer", "registrar", "settlement")
 
@@ -28,13 +28,7 @@ WORKERS = ("relayer", "indexer", "registrar", "settlement")
 def test_a_child_process_records_and_indexes_what_the_api_accepts(
     anvil: LocalNode, database_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        rpc_url=anvil.rpc_url,
-        database_url=database_url,
-        deployment_file=tmp_path / "deployment.json",
-        relayer_batch_window_ms=10,
-    )
-    deploy(settings, anvil.rpc_url)
+    settings = deployed_settings(anvil.rpc_url, database_url, tmp_path)
     workers = WorkerProcess(settings, anvil.rpc_url, status_path=tmp_path / "workers.json")
     service = LedgerService(LedgerContext.open(settings), workers=workers)
     # What another API process sees (scripts.serve --api-processes 2).

@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import errors
 from ledger.chain.trade_ledger import Registration, RegistrationOutcome, TradeLedgerContract
-from ledger.chain.transactions import Receipt, SignedTransaction
+from ledger.chain.transactions import SignedTransaction
 from ledger.domain.trade import ParticipantStatus
+from ledger.services.batch_rounds import MAX_ATTEMPTS, look_up, revert_reason, run_rounds, send
 from ledger.store import registrations
 from ledger.store.registration_models import ParticipantRegistration
 
 log = logging.getLogger(__name__)
 
-# A batch whose transaction failed as a whole this often is rejected rather than retried forever.
-MAX_ATTEMPTS = 5
 # 500 registrations take ~25M gas: a batch stays within a 30M-gas block.
 DEFAULT_BATCH_SIZE = 250
 
@@ -71,46 +69,21 @@ class Registrar:
     def run(self, stop: threading.Event) -> None:
         """Registers until `stop` is set; a failing round is logged and retried, never fatal."""
         self._stop = stop
-        unresolved = True
-        while not stop.is_set():
-            try:
-                if unresolved:
-                    unresolved = self.recover().waiting > 0
-                result = self.register_round()
-            except errors.LedgerError as exc:
-                if stop.is_set():
-                    break  # what was sent is resolved by the next start's `recover`
-                log.warning("registrar round failed (%s): %s; retrying", exc.code, exc)
-                unresolved = True
-                stop.wait(1.0)
-                continue
-            if result.sent == 0:
-                stop.wait(self._batch_window)
+        run_rounds(stop, self.recover, self.register_round, batch_window=self._batch_window, log=log, name="registrar")
 
     def recover(self) -> RoundResult:
         """Resolves registrations left pending by a previous process (or a failed round)."""
         with self._sessions() as session:
             pending = registrations.list_pending(session)
-        by_tx: dict[str, list[ParticipantRegistration]] = defaultdict(list)
-        for row in pending:
-            by_tx[row.transaction_hash or ""].append(row)
-        rpc = self._operator.sender.rpc
-        result = RoundResult()
-        lost = False
-        for tx_hash, rows in by_tx.items():
-            receipt = rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
-            if receipt is None:
-                if tx_hash and rpc.call("eth_getTransactionByHash", tx_hash) is not None:
-                    result = _add(result, RoundResult(waiting=len(rows)))  # in the mempool: look again
-                    continue
-                with self._sessions.begin() as session:
-                    registrations.requeue(session, [r.id for r in rows])
-                result = _add(result, RoundResult(requeued=len(rows)))
-                lost = True
-                continue
-            outcome = self._operator.registration_outcome(Receipt.from_rpc(receipt))
+        found = look_up(self._operator.sender.rpc, pending)
+        if found.lost:
+            with self._sessions.begin() as session:
+                registrations.requeue(session, [r.id for r in found.lost])
+        result = RoundResult(requeued=len(found.lost), waiting=len(found.waiting))
+        for tx_hash, rows, receipt in found.mined:
+            outcome = self._operator.registration_outcome(receipt)
             result = _add(result, self._settle(_Batch(tx_hash, rows), outcome))
-        if lost:  # a transaction the node no longer knows left its nonce free
+        if found.lost:  # a transaction the node no longer knows left its nonce free
             self._operator.sender.nonces.resync()
         if pending:
             log.info(
@@ -129,27 +102,30 @@ class Registrar:
         batches = self._prepare()
         if not batches:
             return RoundResult()
-        sender = self._operator.sender
-        refused = sender.broadcast([b.tx for b in batches if b.tx is not None])
-        result = RoundResult(sent=sum(len(b.rows) for b in batches))
-        for batch in batches:
-            if batch.tx_hash in refused:
-                log.warning("node refused registration batch %s: %s", batch.tx_hash, refused[batch.tx_hash])
-                with self._sessions.begin() as session:
-                    registrations.requeue(session, [r.id for r in batch.rows])
-                result = _add(result, RoundResult(requeued=len(batch.rows)))
-        in_flight = [b for b in batches if b.tx_hash not in refused]
-        # A transaction lost meanwhile (TransactionLost) fails the round: `run` recovers its batch.
-        receipts = sender.wait([b.tx_hash for b in in_flight], timeout=self._receipt_timeout, stop=self._stop)
-        for batch in in_flight:
-            result = _add(result, self._settle(batch, self._operator.registration_outcome(receipts[batch.tx_hash])))
+        mined, requeued = send(
+            self._operator.sender,
+            batches,
+            self._requeue,
+            timeout=self._receipt_timeout,
+            stop=self._stop,
+            log=log,
+            what="registration batch",
+        )
+        result = RoundResult(sent=sum(len(b.rows) for b in batches), requeued=requeued)
+        for batch, receipt in mined:
+            result = _add(result, self._settle(batch, self._operator.registration_outcome(receipt)))
         log.info(
             "registered %d participants (%d rejected) in %d transactions",
             result.registered,
             result.rejected,
-            len(in_flight),
+            len(mined),
         )
         return result
+
+    def _requeue(self, batch: _Batch) -> int:
+        with self._sessions.begin() as session:
+            registrations.requeue(session, [r.id for r in batch.rows])
+        return len(batch.rows)
 
     def _prepare(self) -> list[_Batch]:
         """Claims registrations, signs one transaction per batch and marks them pending with its
@@ -201,9 +177,7 @@ class Registrar:
     def _retry_or_reject(self, batch: _Batch, outcome: RegistrationOutcome) -> RoundResult:
         """A batch transaction that reverted as a whole (role revoked, out of gas) is sent again
         later; after MAX_ATTEMPTS its registrations are rejected with the revert reason."""
-        reason: errors.LedgerError = errors.ContractReverted("batch transaction reverted", tx=batch.tx_hash)
-        if batch.tx is not None:
-            reason = self._operator.sender.revert_reason(batch.tx, outcome.receipt, self._operator.errors.decode)
+        reason = revert_reason(self._operator, batch, outcome.receipt)
         exhausted = [r.id for r in batch.rows if r.attempts + 1 >= MAX_ATTEMPTS]
         with self._sessions.begin() as session:
             registrations.mark_rejected(session, exhausted, reason.code, str(reason), batch.tx_hash)

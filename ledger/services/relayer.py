@@ -25,13 +25,11 @@ from ledger import errors
 from ledger.chain.trade_ledger import BatchOutcome, CancelOutcome, TradeLedgerContract
 from ledger.chain.transactions import Receipt, SignedTransaction
 from ledger.domain.trade import SignedCancellation, SignedTrade, TradeStatus
+from ledger.services.batch_rounds import MAX_ATTEMPTS, look_up, revert_reason, run_rounds, send
 from ledger.store import outbox, senders
-from ledger.store.models import Cancellation, Submission, SubmissionStatus
+from ledger.store.models import SubmissionStatus
 
 log = logging.getLogger(__name__)
-
-# A batch whose transaction failed as a whole this often is rejected rather than retried forever.
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -80,21 +78,7 @@ class Relayer:
         are resolved first, and again before every round for as long as the node still holds one
         of their transactions unmined."""
         self._stop = stop
-        unresolved = True
-        while not stop.is_set():
-            try:
-                if unresolved:
-                    unresolved = self.recover().waiting > 0
-                result = self.relay_round()
-            except errors.LedgerError as exc:
-                if stop.is_set():
-                    break  # what was sent is resolved by the next start's `recover`
-                log.warning("relayer round failed (%s): %s; retrying", exc.code, exc)
-                unresolved = True
-                stop.wait(1.0)
-                continue
-            if result.sent == 0:
-                stop.wait(self._batch_window)
+        run_rounds(stop, self.recover, self.relay_round, batch_window=self._batch_window, log=log, name="relayer")
 
     def recover(self) -> RoundResult:
         """Resolves submissions left pending by a previous process or a failed round. Those whose
@@ -102,29 +86,19 @@ class Relayer:
         accepted again, and the recorder's nonce is re-read: the lost nonces are free again."""
         with self._sessions() as session:
             pending = outbox.list_pending(session)
-            by_tx: dict[str, list[Submission]] = defaultdict(list)
-            for submission in pending:
-                by_tx[submission.transaction_hash or ""].append(submission)
-        recorded = rejected = requeued = waiting = 0
-        lost = False
-        for tx_hash, submissions in by_tx.items():
-            receipt = self._ledger.sender.rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
-            if receipt is None:
-                known = self._ledger.sender.rpc.call("eth_getTransactionByHash", tx_hash) if tx_hash else None
-                if known is not None:
-                    waiting += len(submissions)  # still in the mempool: `run` looks again next round
-                    continue
-                with self._sessions.begin() as session:
-                    outbox.requeue(session, [s.id for s in submissions])
-                requeued += len(submissions)
-                lost = True
-                continue
+        found = look_up(self._ledger.sender.rpc, pending)
+        if found.lost:
+            with self._sessions.begin() as session:
+                outbox.requeue(session, [s.id for s in found.lost])
+        recorded = rejected = 0
+        requeued, waiting = len(found.lost), len(found.waiting)
+        for tx_hash, submissions, receipt in found.mined:
             batch = _Batch(tx_hash, [s.id for s in submissions], [s.trade_id for s in submissions])
-            r, j, q = self._settle(batch, self._ledger.batch_outcome(Receipt.from_rpc(receipt)))
+            r, j, q = self._settle(batch, self._ledger.batch_outcome(receipt))
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
         r, j, q, w = self._recover_cancellations()
         recorded, rejected, requeued, waiting = recorded + r, rejected + j, requeued + q, waiting + w
-        if lost or q:  # a transaction the node no longer knows left its nonce free
+        if found.lost or q:  # a transaction the node no longer knows left its nonce free
             self._ledger.sender.nonces.resync()
         if pending:
             # Logged at info once something was resolved: `run` asks every round while one waits.
@@ -145,24 +119,25 @@ class Relayer:
         batches = self._prepare()
         if not batches:
             return RoundResult()
-        refused = self._ledger.sender.broadcast([b.tx for b in batches if b.tx is not None])
-        in_flight = [b for b in batches if b.tx_hash not in refused]
-        requeued = 0
-        for batch in batches:
-            if batch.tx_hash in refused:
-                log.warning("node refused batch %s: %s", batch.tx_hash, refused[batch.tx_hash])
-                with self._sessions.begin() as session:
-                    (outbox.requeue_cancellations if batch.cancels else outbox.requeue)(session, batch.submission_ids)
-                requeued += len(batch.submission_ids)
-        # A transaction lost meanwhile (TransactionLost) fails the round: `run` recovers its batch.
-        receipts = self._ledger.sender.wait(
-            [b.tx_hash for b in in_flight], timeout=self._receipt_timeout, stop=self._stop
+        mined, requeued = send(
+            self._ledger.sender,
+            batches,
+            self._requeue,
+            timeout=self._receipt_timeout,
+            stop=self._stop,
+            log=log,
+            what="batch",
         )
         recorded = rejected = 0
-        for batch in in_flight:
-            r, j, q = self._settle_any(batch, receipts[batch.tx_hash])
+        for batch, receipt in mined:
+            r, j, q = self._settle_any(batch, receipt)
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
         return RoundResult(sum(len(b.trade_ids) for b in batches), recorded, rejected, requeued)
+
+    def _requeue(self, batch: _Batch) -> int:
+        with self._sessions.begin() as session:
+            (outbox.requeue_cancellations if batch.cancels else outbox.requeue)(session, batch.submission_ids)
+        return len(batch.submission_ids)
 
     def _prepare(self) -> list[_Batch]:
         """Claims submissions, signs one transaction per batch and marks them pending with its
@@ -195,23 +170,16 @@ class Relayer:
     def _recover_cancellations(self) -> tuple[int, int, int, int]:
         """As `recover`, for cancellations left pending: (recorded, rejected, requeued, waiting)."""
         with self._sessions() as session:
-            by_tx: dict[str, list[Cancellation]] = defaultdict(list)
-            for cancellation in outbox.list_pending_cancellations(session):
-                by_tx[cancellation.transaction_hash or ""].append(cancellation)
-        recorded = rejected = requeued = waiting = 0
-        rpc = self._ledger.sender.rpc
-        for tx_hash, rows in by_tx.items():
-            receipt = rpc.call("eth_getTransactionReceipt", tx_hash) if tx_hash else None
-            if receipt is None:
-                if tx_hash and rpc.call("eth_getTransactionByHash", tx_hash) is not None:
-                    waiting += len(rows)
-                    continue
-                with self._sessions.begin() as session:
-                    outbox.requeue_cancellations(session, [c.id for c in rows])
-                requeued += len(rows)
-                continue
+            pending = outbox.list_pending_cancellations(session)
+        found = look_up(self._ledger.sender.rpc, pending)
+        if found.lost:
+            with self._sessions.begin() as session:
+                outbox.requeue_cancellations(session, [c.id for c in found.lost])
+        recorded = rejected = 0
+        requeued, waiting = len(found.lost), len(found.waiting)
+        for tx_hash, rows, receipt in found.mined:
             batch = _Batch(tx_hash, [c.id for c in rows], [c.trade_id for c in rows], cancels=True)
-            r, j, q = self._settle_any(batch, Receipt.from_rpc(receipt))
+            r, j, q = self._settle_any(batch, receipt)
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
         return recorded, rejected, requeued, waiting
 
@@ -315,9 +283,7 @@ class Relayer:
     def _retry_or_reject(self, batch: _Batch, receipt: Receipt) -> tuple[int, int]:
         """A batch transaction that reverted as a whole (paused, role revoked, out of gas) is
         sent again later; after MAX_ATTEMPTS its trades are rejected with the revert reason."""
-        reason: errors.LedgerError = errors.ContractReverted("batch transaction reverted", tx=batch.tx_hash)
-        if batch.tx is not None:
-            reason = self._ledger.sender.revert_reason(batch.tx, receipt, self._ledger.errors.decode)
+        reason = revert_reason(self._ledger, batch, receipt)
         get = outbox.get_cancellation if batch.cancels else outbox.get_submission
         with self._sessions.begin() as session:
             rows = [r for r in (get(session, i) for i in batch.submission_ids) if r is not None]

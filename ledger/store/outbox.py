@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ledger.errors import ConflictError, NotFoundError
+from ledger.store import queues
 from ledger.store.db import dialect_insert
 from ledger.store.models import Cancellation, Submission, SubmissionStatus, hash32, utc_now
 
@@ -74,27 +75,14 @@ def get_submission_by_trade(session: Session, trade_id: str) -> Submission | Non
 
 
 def claim_accepted(session: Session, limit: int) -> list[Submission]:
-    """Up to `limit` accepted submissions, oldest first, locked until the caller's transaction ends.
-
-    On PostgreSQL, rows another relayer holds are skipped (FOR UPDATE SKIP LOCKED), so relayers
-    never send the same trade twice. SQLite transactions take the write lock when they begin
-    (see db.py), which serialises claims the same way.
-    """
-    statement = (
-        select(Submission)
-        .where(Submission.status == ACCEPTED)
-        .order_by(Submission.created_at, Submission.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=True)
-    return list(session.scalars(statement))
+    """Up to `limit` accepted submissions, oldest first, locked until the caller's transaction
+    ends: relayers never send the same trade twice (`queues.claim`)."""
+    return queues.claim(session, Submission, ACCEPTED, limit)
 
 
 def list_pending(session: Session) -> list[Submission]:
     """Submissions sent in a transaction not yet known to be mined: check them by tx hash."""
-    statement = select(Submission).where(Submission.status == PENDING).order_by(Submission.created_at, Submission.id)
-    return list(session.scalars(statement))
+    return queues.listed(session, Submission, PENDING)
 
 
 def mark_pending(session: Session, ids: Collection[str], tx_hash: str) -> None:
@@ -280,22 +268,11 @@ def other_cancellation_done(session: Session, trade_id: str, cancellation_id: st
 
 def claim_accepted_cancellations(session: Session, limit: int) -> list[Cancellation]:
     """As `claim_accepted`, for cancellations."""
-    statement = (
-        select(Cancellation)
-        .where(Cancellation.status == ACCEPTED)
-        .order_by(Cancellation.created_at, Cancellation.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=True)
-    return list(session.scalars(statement))
+    return queues.claim(session, Cancellation, ACCEPTED, limit)
 
 
 def list_pending_cancellations(session: Session) -> list[Cancellation]:
-    statement = (
-        select(Cancellation).where(Cancellation.status == PENDING).order_by(Cancellation.created_at, Cancellation.id)
-    )
-    return list(session.scalars(statement))
+    return queues.listed(session, Cancellation, PENDING)
 
 
 def mark_cancellations_pending(session: Session, ids: Collection[str], tx_hash: str) -> None:

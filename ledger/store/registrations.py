@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from ledger.domain.trade import ParticipantKind
 from ledger.errors import ParticipantAlreadyRegistered, ValidationError
+from ledger.store import queues
 from ledger.store.db import dialect_insert
 from ledger.store.models import Participant, checksum_address, hash32, utc_now
 from ledger.store.registration_models import ParticipantRegistration, RegistrationStatus
@@ -137,26 +138,13 @@ def indexed_addresses(session: Session, addresses: Collection[str]) -> set[str]:
 
 def claim_accepted(session: Session, limit: int) -> list[ParticipantRegistration]:
     """Up to `limit` accepted registrations, oldest first, locked until the caller's transaction
-    ends (skipping rows another registrar holds on PostgreSQL; SQLite serialises writers)."""
-    statement = (
-        select(ParticipantRegistration)
-        .where(ParticipantRegistration.status == ACCEPTED)
-        .order_by(ParticipantRegistration.created_at, ParticipantRegistration.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=True)
-    return list(session.scalars(statement))
+    ends (`queues.claim`)."""
+    return queues.claim(session, ParticipantRegistration, ACCEPTED, limit)
 
 
 def list_pending(session: Session) -> list[ParticipantRegistration]:
     """Registrations sent in a transaction not yet known to be mined: check them by its hash."""
-    statement = (
-        select(ParticipantRegistration)
-        .where(ParticipantRegistration.status == PENDING)
-        .order_by(ParticipantRegistration.created_at, ParticipantRegistration.id)
-    )
-    return list(session.scalars(statement))
+    return queues.listed(session, ParticipantRegistration, PENDING)
 
 
 def mark_pending(session: Session, ids: Collection[str], tx_hash: str) -> None:

@@ -20,8 +20,8 @@ from eth_utils import keccak, to_checksum_address
 
 from ledger import errors
 from ledger.chain.abi import abi_type
-from ledger.chain.trade_ledger import BatchOutcome, CancelOutcome
-from ledger.chain.transactions import Receipt
+from ledger.chain.trade_ledger import BatchOutcome, CancelOutcome, TradeLedgerContract
+from ledger.chain.transactions import Receipt, SignedTransaction
 from ledger.domain.trade import ParticipantKind, SignedCancellation, SignedTrade, Trade, TradeStatus
 from ledger.signing.trader import sign_cancel_trade
 from tests.support.market import Market
@@ -129,7 +129,11 @@ def record_batch(market: Market, batch: list[SignedTrade], role: str = "recorder
     trade. A refusal of the whole call (role, pause, empty batch) reverts the transaction; its
     typed reason is raised."""
     ledger = market.ledger(role)
-    tx = ledger.sign_record_trades(batch)
+    return ledger.batch_outcome(_mined(market, ledger, ledger.sign_record_trades(batch)))
+
+
+def _mined(market: Market, ledger: TradeLedgerContract, tx: SignedTransaction) -> Receipt:
+    """The receipt of a batch transaction sent on its own; a reverted one raises its typed reason."""
     refused = ledger.sender.broadcast([tx])
     # Hardhat's automine answers a transaction that reverted with an error, yet mines it.
     if refused and market.rpc.call("eth_getTransactionReceipt", tx.hash) is None:
@@ -137,7 +141,7 @@ def record_batch(market: Market, batch: list[SignedTrade], role: str = "recorder
     receipt = ledger.sender.wait([tx.hash])[tx.hash]
     if receipt.status != 1:
         raise ledger.sender.revert_reason(tx, receipt, ledger.errors.decode)
-    return ledger.batch_outcome(receipt)
+    return receipt
 
 
 def count_logs(market: Market, receipt: Receipt, name: str) -> int:
@@ -250,14 +254,7 @@ class CancelRequest:
 def cancel_batch(market: Market, batch: list[SignedCancellation], role: str = "recorder") -> CancelOutcome:
     """Sends one `cancelTrades` transaction, as the relayer does (see `record_batch`)."""
     ledger = market.ledger(role)
-    tx = ledger.sign_cancel_trades(batch)
-    refused = ledger.sender.broadcast([tx])
-    if refused and market.rpc.call("eth_getTransactionReceipt", tx.hash) is None:
-        raise errors.ChainError(f"node refused the batch: {refused[tx.hash]}")
-    receipt = ledger.sender.wait([tx.hash])[tx.hash]
-    if receipt.status != 1:
-        raise ledger.sender.revert_reason(tx, receipt, ledger.errors.decode)
-    return ledger.cancel_outcome(receipt)
+    return ledger.cancel_outcome(_mined(market, ledger, ledger.sign_cancel_trades(batch)))
 
 
 def cancel_request(market: Market, trade: Trade, seller: LocalAccount, buyer: LocalAccount) -> CancelRequest:

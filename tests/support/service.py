@@ -248,6 +248,19 @@ def serve(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
         sock.close()
 
 
+def deployed_settings(rpc_url: str, database_url: str, workdir: Path) -> Settings:
+    """Deploys a fresh TradeLedger on the node at `rpc_url`: the settings of a service over it
+    with an index in `database_url` and a relayer that sends at once (no API)."""
+    settings = Settings(
+        rpc_url=rpc_url,
+        database_url=database_url,
+        deployment_file=workdir / "deployment.json",
+        relayer_batch_window_ms=10,
+    )
+    deploy(settings, rpc_url)
+    return settings
+
+
 @contextmanager
 def running_service(
     rpc_url: str, database_url: str, workdir: Path, *, confirmations: int = 1

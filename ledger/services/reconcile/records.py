@@ -291,6 +291,18 @@ class DisputeResolutions(RecordKind):
         session.execute(update(Dispute).where(Dispute.dispute_id == record.key).values(**values))
 
 
+def _sent_record(name: str, key: str, row: Submission | Cancellation) -> Record | None:
+    """An outbox row's record: pending (sent, not located yet), or settled in its block."""
+    if row.transaction_hash is None:
+        return None
+    if row.status is SubmissionStatus.PENDING:
+        return Record(name, key, row.transaction_hash, None)
+    if row.block_number is None:
+        return None
+    location = Location(row.transaction_hash, row.block_number, outcome=row.status.value)
+    return Record(name, key, row.transaction_hash, location)
+
+
 class Submissions(RecordKind):
     name = "submissions"
 
@@ -302,14 +314,7 @@ class Submissions(RecordKind):
         self.unconfirmed: set[str] = set()
 
     def _record(self, row: Submission | None) -> Record | None:
-        if row is None or row.transaction_hash is None:
-            return None
-        if row.status is SubmissionStatus.PENDING:
-            return Record(self.name, row.trade_id, row.transaction_hash, None)
-        if row.block_number is None:
-            return None
-        location = Location(row.transaction_hash, row.block_number, outcome=row.status.value)
-        return Record(self.name, row.trade_id, row.transaction_hash, location)
+        return None if row is None else _sent_record(self.name, row.trade_id, row)
 
     def candidates(self, session: Session, above: int | None) -> list[Record]:
         statement = select(Submission).where(
@@ -373,12 +378,7 @@ class Cancellations(RecordKind):
         if row is None or row.transaction_hash is None:
             return None
         self._trade_of[row.id] = row.trade_id
-        if row.status is SubmissionStatus.PENDING:
-            return Record(self.name, row.id, row.transaction_hash, None)
-        if row.block_number is None:
-            return None
-        location = Location(row.transaction_hash, row.block_number, outcome=row.status.value)
-        return Record(self.name, row.id, row.transaction_hash, location)
+        return _sent_record(self.name, row.id, row)
 
     def candidates(self, session: Session, above: int | None) -> list[Record]:
         statement = select(Cancellation).where(
