@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +28,7 @@ from ledger.chain.transactions import Receipt, SignedTransaction
 from ledger.domain.trade import SignedCancellation, SignedTrade, TradeStatus
 from ledger.services.batch_rounds import MAX_ATTEMPTS, look_up, revert_reason, run_rounds, send
 from ledger.store import outbox, senders
-from ledger.store.models import SubmissionStatus
+from ledger.store.models import Cancellation, Submission, SubmissionStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,37 +82,58 @@ class Relayer:
         run_rounds(stop, self.recover, self.relay_round, batch_window=self._batch_window, log=log, name="relayer")
 
     def recover(self) -> RoundResult:
-        """Resolves submissions left pending by a previous process or a failed round. Those whose
-        transaction the node no longer knows (never sent, or lost with a restart of the node) are
-        accepted again, and the recorder's nonce is re-read: the lost nonces are free again."""
+        """Resolves submissions and cancellations left pending by a previous process or a failed
+        round. Those whose transaction the node no longer knows (never sent, or lost with a
+        restart of the node) are accepted again, and the recorder's nonce is re-read: the lost
+        nonces are free again."""
         with self._sessions() as session:
-            pending = outbox.list_pending(session)
+            submissions = outbox.list_pending(session)
+            cancellations = outbox.list_pending_cancellations(session)
+        trades, trades_lost = self._recover(submissions, outbox.requeue, cancels=False)
+        cancels, cancels_lost = self._recover(cancellations, outbox.requeue_cancellations, cancels=True)
+        if trades_lost or cancels_lost:
+            self._ledger.sender.nonces.resync()
+        result = RoundResult(
+            0,
+            trades.recorded + cancels.recorded,
+            trades.rejected + cancels.rejected,
+            trades.requeued + cancels.requeued,
+            trades.waiting + cancels.waiting,
+        )
+        if submissions or cancellations:
+            # Logged at info once something was resolved: `run` asks every round while one waits.
+            log.log(
+                logging.INFO if result.recorded or result.rejected or result.requeued else logging.DEBUG,
+                "recovered %d pending submissions and %d cancellations: %d recorded, %d rejected,"
+                " %d requeued, %d still waiting",
+                len(submissions),
+                len(cancellations),
+                result.recorded,
+                result.rejected,
+                result.requeued,
+                result.waiting,
+            )
+        return result
+
+    def _recover(
+        self,
+        pending: Sequence[Submission | Cancellation],
+        requeue: Callable[[Session, list[str]], object],
+        *,
+        cancels: bool,
+    ) -> tuple[RoundResult, bool]:
+        """`recover` for one kind of row: the counts, and whether a transaction was lost."""
         found = look_up(self._ledger.sender.rpc, pending)
         if found.lost:
             with self._sessions.begin() as session:
-                outbox.requeue(session, [s.id for s in found.lost])
+                requeue(session, [row.id for row in found.lost])
         recorded = rejected = 0
         requeued, waiting = len(found.lost), len(found.waiting)
-        for tx_hash, submissions, receipt in found.mined:
-            batch = _Batch(tx_hash, [s.id for s in submissions], [s.trade_id for s in submissions])
-            r, j, q = self._settle(batch, self._ledger.batch_outcome(receipt))
+        for tx_hash, rows, receipt in found.mined:
+            batch = _Batch(tx_hash, [r.id for r in rows], [r.trade_id for r in rows], cancels=cancels)
+            r, j, q = self._settle_any(batch, receipt)
             recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
-        r, j, q, w = self._recover_cancellations()
-        recorded, rejected, requeued, waiting = recorded + r, rejected + j, requeued + q, waiting + w
-        if found.lost or q:  # a transaction the node no longer knows left its nonce free
-            self._ledger.sender.nonces.resync()
-        if pending:
-            # Logged at info once something was resolved: `run` asks every round while one waits.
-            log.log(
-                logging.INFO if recorded or rejected or requeued else logging.DEBUG,
-                "recovered %d pending submissions: %d recorded, %d rejected, %d requeued, %d still waiting",
-                len(pending),
-                recorded,
-                rejected,
-                requeued,
-                waiting,
-            )
-        return RoundResult(0, recorded, rejected, requeued, waiting)
+        return RoundResult(0, recorded, rejected, requeued, waiting), bool(found.lost)
 
     def relay_round(self) -> RoundResult:
         """Claims up to `max_in_flight` batches, sends them in one JSON-RPC batch, waits for
@@ -166,22 +188,6 @@ class Relayer:
             outbox.mark_cancellations_pending(session, [c.id for c in chunk], tx.hash)
             batches.append(_Batch(tx.hash, [c.id for c in chunk], [c.trade_id for c in chunk], tx, cancels=True))
         return batches
-
-    def _recover_cancellations(self) -> tuple[int, int, int, int]:
-        """As `recover`, for cancellations left pending: (recorded, rejected, requeued, waiting)."""
-        with self._sessions() as session:
-            pending = outbox.list_pending_cancellations(session)
-        found = look_up(self._ledger.sender.rpc, pending)
-        if found.lost:
-            with self._sessions.begin() as session:
-                outbox.requeue_cancellations(session, [c.id for c in found.lost])
-        recorded = rejected = 0
-        requeued, waiting = len(found.lost), len(found.waiting)
-        for tx_hash, rows, receipt in found.mined:
-            batch = _Batch(tx_hash, [c.id for c in rows], [c.trade_id for c in rows], cancels=True)
-            r, j, q = self._settle_any(batch, receipt)
-            recorded, rejected, requeued = recorded + r, rejected + j, requeued + q
-        return recorded, rejected, requeued, waiting
 
     def _settle_any(self, batch: _Batch, receipt: Receipt) -> tuple[int, int, int]:
         if batch.cancels:
