@@ -199,7 +199,6 @@ def test_the_schema_publishes_integer_bounds_exactly(api: RunningService) -> Non
 
 def test_a_trader_token_lasts_the_configured_ttl(api: RunningService) -> None:
     account = api.register()
-    api.wait_indexed(f"/participants/{account.address}")
     challenge = api.public.get("/auth/siwe/nonce", params={"address": account.address}).json()
     signature = account.sign_message(encode_defunct(text=challenge["message"])).signature.to_0x_hex()
     answer = api.public.post("/auth/siwe", json={"message": challenge["message"], "signature": signature})

@@ -146,8 +146,8 @@ class RunningService:
         return httpx.Client(base_url=self.public.base_url, timeout=60, headers={"Authorization": f"Bearer {token}"})
 
     def register(self, kind: str = "prosumer") -> LocalAccount:
-        """A new participant, registered through the operator endpoint (and mined: its
-        registration's status is `registered`)."""
+        """A new participant, registered through the operator endpoint, mined (its registration's
+        status is `registered`) and indexed (the register lists it `active`, no longer `pending`)."""
         account: LocalAccount = Account.create()
         answer = self.client.post(
             "/participants",
@@ -156,6 +156,7 @@ class RunningService:
         )
         assert answer.status_code == 202, answer.text
         self.wait_registered(answer.json()["links"]["self"])
+        self.wait_indexed(f"/participants/{account.address}", lambda p: p["status"] == "active")
         return account
 
     def wait_registered(self, path: str) -> dict[str, Any]:
