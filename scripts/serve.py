@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
@@ -127,12 +128,15 @@ def endpoints(
     """The block printed once at start (where everything is), and the same as fields for JSON."""
     base = f"http://{args.host}:{args.port}"
     database = make_url(settings.database_url).render_as_string(hide_password=True)
-    chain = f"{rpc_url} (local {node.kind}, chain id {settings.chain_id})" if node else rpc_url
+    # A hosted node's URL often carries its API key (in the path, query or user part): a remote
+    # one is shown by its origin only.
+    shown_rpc = rpc_url if node else _origin(rpc_url)
+    chain = f"{rpc_url} (local {node.kind}, chain id {settings.chain_id})" if node else shown_rpc
     processes = f"{args.api_processes} API process{'es' if args.api_processes > 1 else ''}"
     workers = "a process of their own" if args.workers == "process" else "threads of the API process"
     lines = [
         "GridLedger is serving",
-        f"  API       {base}  ({processes}; relayer and indexer in {workers})",
+        f"  API       {base}  ({processes}; relayer, indexer, registrar and settlement jobs in {workers})",
         f"  docs      {base}/docs",
         f"  explorer  {base}/explorer/",
         f"  chain     {chain}",
@@ -144,8 +148,13 @@ def endpoints(
             f"  operator  token {LOCAL_OPERATOR_TOKEN!r} reads and does everything; for a named one: "
             "python -m scripts.tokens issue --name me --scopes auditor"
         )
-    where = {"apiUrl": base, "docsUrl": f"{base}/docs", "rpcUrl": rpc_url, "database": database}
+    where = {"apiUrl": base, "docsUrl": f"{base}/docs", "rpcUrl": shown_rpc, "database": database}
     return "\n".join(lines), where
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 def _worker_slot(workers: WorkerProcess) -> Slot:
