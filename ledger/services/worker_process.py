@@ -140,9 +140,9 @@ class WorkerProcess:
         while not self._alive:
             if not process.is_alive() or time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
                 self.stop()
-                raise WorkerProcessError("the relayer and indexer process did not start: see its log above")
+                raise WorkerProcessError("the workers' process did not start: see its log above")
             self._receive(timeout=0.2)
-        log.info("relayer and indexer running in process %d", process.pid)
+        log.info("workers (%s) running in process %d", ", ".join(WORKER_NAMES), process.pid)
         # The child reports every REPORT_INTERVAL: read them as they come, or the pipe fills up
         # and blocks the child when nobody asks `alive` for a few minutes (a supervisor).
         threading.Thread(target=self._follow, args=(process,), name="gridledger-worker-reports", daemon=True).start()
@@ -221,9 +221,7 @@ class WorkerProcess:
             if not process.is_alive():
                 self._alive = {name: False for name in self._alive or dict.fromkeys(WORKER_NAMES)}
                 if self._failure is None:
-                    self._failure = WorkerProcessError(
-                        f"the relayer and indexer process exited (code {process.exitcode})"
-                    )
+                    self._failure = WorkerProcessError(f"the workers' process exited (code {process.exitcode})")
 
 
 class WorkerStatusFile:
