@@ -4,7 +4,7 @@ effect of one now (its event, by id), and how each repair is written. See
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -303,28 +303,68 @@ def _sent_record(name: str, key: str, row: Submission | Cancellation) -> Record 
     return Record(name, key, row.transaction_hash, location)
 
 
-class Submissions(RecordKind):
+class _Queued(RecordKind):
+    """A row a worker sent from its queue (a trade, a cancellation, a registration). Candidates are
+    those settled (`settled` statuses) in a block above the fork, and those a repair made pending:
+    pending rows are their worker's while it waits for their receipt, so only those a repair made
+    pending are followed up here (after a restart the worker's `recover` does it). A repair moves
+    the row to where the chain has its outcome, makes it pending again, or queues it again."""
+
+    model: Any  # the queue's table: status, block_number and the `key` column
+    key: str
+    settled: tuple[Any, ...]
+    status: Callable[[str], Any]  # a found outcome's status
+
+    def __init__(self) -> None:
+        self.unconfirmed: set[str] = set()
+
+    def _record(self, row: Any) -> Record | None:
+        raise NotImplementedError
+
+    def candidates(self, session: Session, above: int | None) -> list[Record]:
+        m = self.model
+        statement = select(m).where(
+            (m.status.in_(self.settled) & _above(m.block_number, above)) | getattr(m, self.key).in_(self.unconfirmed)
+        )
+        return [record for row in session.scalars(statement) if (record := self._record(row)) is not None]
+
+    def apply(self, session: Session, record: Record, repair: Repair, found: Found | None) -> None:
+        if repair is Repair.MOVE:
+            assert found is not None
+            where = found.location
+            assert where.outcome is not None  # a queued row's effect is its outcome
+            to = self.status(where.outcome)
+            self._relocate(session, record.key, to, where.transaction_hash, where.block_number, found.detail)
+            self.unconfirmed.discard(record.key)
+        elif repair is Repair.UNCONFIRM:
+            self._unconfirm(session, record.key, record.transaction_hash)
+            self.unconfirmed.add(record.key)
+        else:
+            self._reopen(session, record.key)
+            self.unconfirmed.discard(record.key)
+
+    def _relocate(self, session: Session, key: str, to: Any, tx: str, block: int, detail: Any) -> None:
+        raise NotImplementedError
+
+    def _unconfirm(self, session: Session, key: str, tx: str) -> None:
+        raise NotImplementedError
+
+    def _reopen(self, session: Session, key: str) -> None:
+        raise NotImplementedError
+
+
+class Submissions(_Queued):
     name = "submissions"
+    model, key, status = Submission, "trade_id", SubmissionStatus
+    settled = (SubmissionStatus.RECORDED, SubmissionStatus.REJECTED)
 
     def __init__(self, context: LedgerContext) -> None:
+        super().__init__()
         self._ledger = context.recorder
         self._start_block = context.deployment.start_block
-        # Pending submissions are the relayer's while it waits for their receipt: only those a
-        # repair made pending are followed up here (after a restart, Relayer.recover does it).
-        self.unconfirmed: set[str] = set()
 
     def _record(self, row: Submission | None) -> Record | None:
         return None if row is None else _sent_record(self.name, row.trade_id, row)
-
-    def candidates(self, session: Session, above: int | None) -> list[Record]:
-        statement = select(Submission).where(
-            (
-                Submission.status.in_([SubmissionStatus.RECORDED, SubmissionStatus.REJECTED])
-                & _above(Submission.block_number, above)
-            )
-            | Submission.trade_id.in_(self.unconfirmed)
-        )
-        return [record for row in session.scalars(statement) if (record := self._record(row)) is not None]
 
     def read(self, session: Session, key: str) -> Record | None:
         return self._record(outbox.get_submission_by_trade(session, key))
@@ -346,32 +386,28 @@ class Submissions(RecordKind):
         found = _found_in_log(entry)
         return Found(replace(found.location, outcome="recorded"), found.logs)
 
-    def apply(self, session: Session, record: Record, repair: Repair, found: Found | None) -> None:
-        if repair is Repair.MOVE:
-            assert found is not None
-            where = found.location
-            assert where.outcome is not None  # a trade's effect is its outcome
-            to = SubmissionStatus(where.outcome)
-            outbox.relocate(session, record.key, to, where.transaction_hash, where.block_number, found.detail)
-            self.unconfirmed.discard(record.key)
-        elif repair is Repair.UNCONFIRM:
-            outbox.unconfirm(session, [record.key], record.transaction_hash)
-            self.unconfirmed.add(record.key)
-        else:
-            outbox.reopen(session, [record.key])
-            self.unconfirmed.discard(record.key)
+    def _relocate(self, session: Session, key: str, to: Any, tx: str, block: int, detail: Any) -> None:
+        outbox.relocate(session, key, to, tx, block, detail)
+
+    def _unconfirm(self, session: Session, key: str, tx: str) -> None:
+        outbox.unconfirm(session, [key], tx)
+
+    def _reopen(self, session: Session, key: str) -> None:
+        outbox.reopen(session, [key])
 
 
-class Cancellations(RecordKind):
+class Cancellations(_Queued):
     """Relayed cancellations, keyed by their own id; the effect is the trade's `TradeCancelled`
     (a cancellation, not an amendment) or the batch's refusal of this one."""
 
     name = "cancellations"
+    model, key, status = Cancellation, "id", SubmissionStatus
+    settled = (SubmissionStatus.RECORDED, SubmissionStatus.REJECTED)
 
     def __init__(self, context: LedgerContext) -> None:
+        super().__init__()
         self._ledger = context.recorder
         self._start_block = context.deployment.start_block
-        self.unconfirmed: set[str] = set()  # as Submissions.unconfirmed
         self._trade_of: dict[str, str] = {}
 
     def _record(self, row: Cancellation | None) -> Record | None:
@@ -379,16 +415,6 @@ class Cancellations(RecordKind):
             return None
         self._trade_of[row.id] = row.trade_id
         return _sent_record(self.name, row.id, row)
-
-    def candidates(self, session: Session, above: int | None) -> list[Record]:
-        statement = select(Cancellation).where(
-            (
-                Cancellation.status.in_([SubmissionStatus.RECORDED, SubmissionStatus.REJECTED])
-                & _above(Cancellation.block_number, above)
-            )
-            | Cancellation.id.in_(self.unconfirmed)
-        )
-        return [record for row in session.scalars(statement) if (record := self._record(row)) is not None]
 
     def read(self, session: Session, key: str) -> Record | None:
         return self._record(outbox.get_cancellation(session, key))
@@ -411,35 +437,29 @@ class Cancellations(RecordKind):
         found = _found_in_log(entry)
         return Found(replace(found.location, outcome="recorded"), found.logs)
 
-    def apply(self, session: Session, record: Record, repair: Repair, found: Found | None) -> None:
-        if repair is Repair.MOVE:
-            assert found is not None
-            where = found.location
-            assert where.outcome is not None
-            to = SubmissionStatus(where.outcome)
-            outbox.settle_cancellation(
-                session, record.key, to, where.transaction_hash, where.block_number, found.detail
-            )
-            self.unconfirmed.discard(record.key)
-        elif repair is Repair.UNCONFIRM:
-            outbox.unconfirm_cancellation(session, record.key, record.transaction_hash)
-            self.unconfirmed.add(record.key)
-        else:
-            outbox.reopen_cancellation(session, record.key)
-            self.unconfirmed.discard(record.key)
+    def _relocate(self, session: Session, key: str, to: Any, tx: str, block: int, detail: Any) -> None:
+        outbox.settle_cancellation(session, key, to, tx, block, detail)
+
+    def _unconfirm(self, session: Session, key: str, tx: str) -> None:
+        outbox.unconfirm_cancellation(session, key, tx)
+
+    def _reopen(self, session: Session, key: str) -> None:
+        outbox.reopen_cancellation(session, key)
 
 
-class Registrations(RecordKind):
+class Registrations(_Queued):
     """The registrar's participant registrations, keyed by their id; the effect is the account's
     `ParticipantRegistered` with the kind and identifier asked for, wherever it is (a resend's
     refusal as registered already is not one), or the batch's refusal of this registration."""
 
     name = "participant_registrations"
+    model, key, status = ParticipantRegistration, "id", RegistrationStatus
+    settled = (RegistrationStatus.REGISTERED, RegistrationStatus.REJECTED)
 
     def __init__(self, context: LedgerContext) -> None:
+        super().__init__()
         self._operator = context.operator
         self._start_block = context.deployment.start_block
-        self.unconfirmed: set[str] = set()  # as Submissions.unconfirmed (Registrar.recover after a restart)
         self._asked: dict[str, tuple[str, ParticipantKind, str]] = {}  # id -> (address, kind, identifier hash)
 
     def _record(self, row: ParticipantRegistration | None) -> Record | None:
@@ -452,14 +472,6 @@ class Registrations(RecordKind):
             return None
         location = Location(row.transaction_hash, row.block_number, outcome=row.status.value)
         return Record(self.name, row.id, row.transaction_hash, location)
-
-    def candidates(self, session: Session, above: int | None) -> list[Record]:
-        r = ParticipantRegistration
-        statement = select(r).where(
-            (r.status.in_([RegistrationStatus.REGISTERED, RegistrationStatus.REJECTED]) & _above(r.block_number, above))
-            | r.id.in_(self.unconfirmed)
-        )
-        return [record for row in session.scalars(statement) if (record := self._record(row)) is not None]
 
     def read(self, session: Session, key: str) -> Record | None:
         return self._record(registrations.get_registration(session, key))
@@ -501,17 +513,11 @@ class Registrations(RecordKind):
         )
         return logs[0] if logs else None
 
-    def apply(self, session: Session, record: Record, repair: Repair, found: Found | None) -> None:
-        if repair is Repair.MOVE:
-            assert found is not None
-            where = found.location
-            assert where.outcome is not None
-            to = RegistrationStatus(where.outcome)
-            registrations.relocate(session, record.key, to, where.transaction_hash, where.block_number, found.detail)
-            self.unconfirmed.discard(record.key)
-        elif repair is Repair.UNCONFIRM:
-            registrations.unconfirm(session, record.key, record.transaction_hash)
-            self.unconfirmed.add(record.key)
-        else:
-            registrations.reopen(session, record.key)
-            self.unconfirmed.discard(record.key)
+    def _relocate(self, session: Session, key: str, to: Any, tx: str, block: int, detail: Any) -> None:
+        registrations.relocate(session, key, to, tx, block, detail)
+
+    def _unconfirm(self, session: Session, key: str, tx: str) -> None:
+        registrations.unconfirm(session, key, tx)
+
+    def _reopen(self, session: Session, key: str) -> None:
+        registrations.reopen(session, key)
